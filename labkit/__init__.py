@@ -1,0 +1,33 @@
+"""labkit: the helper package of Model Hardening Lab.
+
+Attacks, hardening methods, stress tests, evaluation and course tooling for a hands-on course
+on hardening and robustness testing of AI models. Runs on a GPU when there is one and on a CPU
+otherwise; device and dtype always follow the input tensors.
+
+>>> import labkit as lk
+>>> lk.pick_device("cpu")
+device(type='cpu')
+"""
+
+from labkit import course, data, models, plot
+from labkit.config import active_profile, cache_dir
+from labkit.contract import LabModel, TrainModeWarning
+from labkit.utils import check_images, eval_mode, pick_device, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LabModel",
+    "TrainModeWarning",
+    "__version__",
+    "active_profile",
+    "cache_dir",
+    "check_images",
+    "course",
+    "data",
+    "eval_mode",
+    "models",
+    "pick_device",
+    "plot",
+    "seed_everything",
+]

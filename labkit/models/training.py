@@ -1,0 +1,212 @@
+"""Training and evaluating classifiers."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from labkit.contract import LabModel, TrainModeWarning
+from labkit.data.base import LabData
+from labkit.utils import check_images, eval_mode
+
+__all__ = ["History", "accuracy", "predict", "train"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+    """Predicted classes for ``x``, computed in evaluation mode and in batches."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch")
+    with eval_mode(model):
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(
+    model: nn.Module,
+    x: torch.Tensor | LabData,
+    y: torch.Tensor | None = None,
+    *,
+    batch_size: int = 512,
+) -> float:
+    """Fraction of examples the model classifies correctly, in ``[0, 1]``.
+
+    Accepts ``(model, x, y)`` tensors or ``(model, data)`` with a :class:`LabData`. Runs in
+    evaluation mode without gradients and restores the model's mode afterwards.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    ...     _ = net[1].bias.zero_()
+    >>> x = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]).view(2, 1, 2, 2)
+    >>> accuracy(net, x, torch.tensor([0, 0]))
+    0.5
+    """
+    if isinstance(x, LabData):
+        if y is not None:
+            raise TypeError("pass either (model, data) or (model, x, y), not both")
+        x, y = x.x, x.y
+    if y is None:
+        raise TypeError("accuracy needs labels: call accuracy(model, x, y) or accuracy(model, data)")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
+    device = next((p.device for p in model.parameters()), x.device)
+    pred = predict(model, x.to(device), batch_size=batch_size)
+    return float((pred == y.to(device)).float().mean())
+
+
+@dataclass
+class History:
+    """What happened in each epoch of training (a table and a plot)."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [row[key] for row in self.rows if key in row]
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.rows[-1] if self.rows else {}
+
+    def _repr_markdown_(self) -> str:
+        if not self.rows:
+            return "*no epochs run*"
+        keys = list(self.rows[0])
+        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for row in self.rows:
+            lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Loss and accuracy per epoch."""
+        from labkit.plot import curves
+
+        series = {k: self[k] for k in self.rows[0] if k != "epoch" and k != "seconds"}
+        return curves(
+            self["epoch"], series, xlabel="epoch", ylabel="value", title="training history", ax=ax
+        )
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def train(
+    model: nn.Module,
+    data: LabData,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    weight_decay: float = 0.0,
+    val: LabData | None = None,
+    class_weight: torch.Tensor | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> History:
+    """Train a classifier with Adam and a one-cycle learning-rate schedule.
+
+    The model trains on the device its parameters live on; the data follow. The model is left
+    in evaluation mode, ready for attacks.
+
+    Parameters
+    ----------
+    model:
+        Usually a :class:`~labkit.LabModel`; any module returning logits works.
+    data:
+        Training data.
+    epochs, lr, batch_size, weight_decay:
+        The usual optimisation settings.
+    val:
+        Optional held-out data; its accuracy is recorded each epoch.
+    class_weight:
+        Per-class loss weights (for rare classes such as fraud).
+    augment:
+        Optional ``(x, generator) -> x`` applied to each training batch.
+    generator:
+        Controls shuffling and augmentation, for reproducible runs.
+    progress:
+        Show a progress bar with the loss and accuracies.
+
+    Returns
+    -------
+    History
+        One row per epoch: ``loss``, ``train_acc``, ``val_acc`` (when ``val`` is given), ``seconds``.
+    """
+    if not isinstance(data, LabData):
+        raise TypeError(f"data must be a LabData (from labkit.data.load), got {type(data).__name__}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(model, LabModel):
+        check_images(data.x, name="data.x", shape=model.input_shape, value_range=model.value_range)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(data) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
+    )
+    weight = class_weight.to(device) if class_weight is not None else None
+    history = History()
+    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not progress)
+    checked = model.check_inputs if isinstance(model, LabModel) else None
+    try:
+        if isinstance(model, LabModel):
+            model.check_inputs = False  # the whole data set was checked above
+        for epoch in bar:
+            start = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(data), generator=gen)
+            total_loss = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            for i in range(0, len(data), batch_size):
+                idx = order[i : i + batch_size]
+                xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+                if augment is not None:
+                    xb = augment(xb, gen)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", TrainModeWarning)
+                    logits = model(xb)
+                loss = F.cross_entropy(logits, yb, weight=weight)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total_loss += loss.detach() * len(idx)
+                correct += (logits.detach().argmax(1) == yb).sum()
+            model.eval()
+            row: dict[str, float] = {
+                "epoch": epoch,
+                "loss": float(total_loss) / len(data),
+                "train_acc": float(correct) / len(data),
+            }
+            if val is not None:
+                row["val_acc"] = accuracy(model, val)
+            row["seconds"] = time.perf_counter() - start
+            history.rows.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "train_acc", "val_acc")})
+    finally:
+        model.eval()
+        if isinstance(model, LabModel) and checked is not None:
+            model.check_inputs = checked
+    return history

@@ -1,0 +1,266 @@
+"""Named models that are trained once, with a fixed seed, and cached on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labkit.config import active_profile, cache_dir
+from labkit.contract import LabModel
+from labkit.course.manifest import Profile
+from labkit.data import load
+from labkit.data.base import LabData
+from labkit.models.nets import MLP, SmallCNN
+from labkit.models.training import accuracy, train
+
+__all__ = ["RECIPES", "Recipe", "build", "pretrained", "weights_path"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and train one named model."""
+
+    name: str
+    dataset: str
+    description: str
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    seed: int = 0
+    arch: dict[str, Any] = field(default_factory=dict)
+    balanced: bool = False
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+
+    def fingerprint(self, profile: Profile, n_train: int) -> str:
+        """Changes whenever anything that shapes the trained weights changes."""
+        spec = {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "dataset": self.dataset,
+            "lr": self.lr,
+            "wd": self.weight_decay,
+            "bs": self.batch_size,
+            "seed": self.seed,
+            "arch": self.arch,
+            "balanced": self.balanced,
+            "augment": getattr(self.augment, "__name__", None),
+            "epochs": profile.epochs.get(self.name),
+            "n_train": n_train,
+            "data_version": _data_version(self.dataset),
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _data_version(dataset: str) -> str:
+    if dataset == "signs":
+        from labkit.data.signs import GENERATOR_VERSION
+
+        return str(GENERATOR_VERSION)
+    if dataset == "transactions":
+        from labkit.data.transactions import GENERATOR_VERSION as TX_VERSION
+
+        return str(TX_VERSION)
+    return "1"
+
+
+RECIPES: dict[str, Recipe] = {
+    "digits-cnn": Recipe("digits-cnn", "digits", "SmallCNN on the 8x8 digits", arch={"width": 32}),
+    "signs-cnn": Recipe("signs-cnn", "signs", "SmallCNN on 32x32 generated traffic signs", arch={"width": 32}),
+    "transactions-mlp": Recipe(
+        "transactions-mlp",
+        "transactions",
+        "MLP fraud detector with class-balanced loss",
+        arch={"hidden": [64, 64]},
+        balanced=True,
+        batch_size=256,
+    ),
+    "mnist-cnn": Recipe("mnist-cnn", "mnist", "SmallCNN on MNIST (needs the files)", arch={"width": 32}),
+    "fashion_mnist-cnn": Recipe(
+        "fashion_mnist-cnn", "fashion_mnist", "SmallCNN on Fashion-MNIST (needs the files)", arch={"width": 32}
+    ),
+    "cifar10-cnn": Recipe("cifar10-cnn", "cifar10", "SmallCNN on CIFAR-10 (needs the files)", arch={"width": 48}),
+}
+
+
+def build(recipe: Recipe | str, data: LabData) -> LabModel:
+    """An untrained model for a recipe, wrapped in the lab contract with ``data``'s statistics."""
+    r = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    mean, std = data.stats()
+    if data.is_image:
+        net: torch.nn.Module = SmallCNN(
+            data.input_shape[0], data.num_classes, image_size=data.input_shape[-1], **r.arch
+        )
+        value_range: tuple[float, float] | None = (0.0, 1.0)
+    else:
+        net = MLP(data.input_shape[0], data.num_classes, **r.arch)
+        value_range = None
+    return LabModel(
+        net,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        mean=mean,
+        std=std,
+        value_range=value_range,
+        class_names=data.classes,
+    )
+
+
+def weights_path(name: str, profile: str | Profile | None = None) -> Path:
+    """Where the cached weights of ``name`` under ``profile`` live."""
+    recipe = _recipe(name)
+    prof = active_profile(profile)
+    n_train = prof.size(recipe.dataset, "train") or 0
+    return cache_dir() / "models" / f"{name}-{prof.name}-{recipe.fingerprint(prof, n_train)}.pt"
+
+
+def _recipe(name: str) -> Recipe:
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock so parallel workers train a model only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    with open(lock, "w") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - Windows: best effort without a lock
+            pass
+        yield
+
+
+def pretrained(
+    name: str,
+    *,
+    device: torch.device | str | None = None,
+    profile: str | Profile | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> LabModel:
+    """A trained model from the zoo, in evaluation mode.
+
+    The first call trains it with a fixed seed under the active profile and caches the weights
+    under :func:`labkit.config.cache_dir`; later calls load them (``weights_only=True``).
+
+    Parameters
+    ----------
+    name:
+        One of :data:`RECIPES`: ``digits-cnn``, ``signs-cnn``, ``transactions-mlp``, and for
+        the torchvision data sets ``mnist-cnn``, ``fashion_mnist-cnn``, ``cifar10-cnn``.
+    device:
+        Where to put the model (default CPU).
+    profile:
+        The run profile whose data size and epochs apply.
+    progress:
+        Show a progress bar while training.
+    retrain:
+        Ignore the cache and train again.
+    """
+    recipe = _recipe(name)
+    prof = active_profile(profile)
+    path = weights_path(name, prof)
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    with _locked(path):
+        if path.exists() and not retrain:
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                model = _from_saved(recipe, saved)
+                return model.to(target).eval()
+            except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as err:
+                import warnings
+
+                warnings.warn(f"cached weights {path} are unreadable ({err}); retraining", stacklevel=2)
+        model, meta = _train_recipe(recipe, prof, target, progress)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(
+            {"state_dict": model.state_dict(), "meta": meta, "spec": _spec(model)}, tmp
+        )
+        os.replace(tmp, path)
+    return model.eval()
+
+
+def _spec(model: LabModel) -> dict[str, Any]:
+    return {
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "class_names": model.class_names,
+        "value_range": list(model.value_range) if model.value_range else None,
+    }
+
+
+def _from_saved(recipe: Recipe, saved: dict[str, Any]) -> LabModel:
+    spec = saved["spec"]
+    shape = tuple(spec["input_shape"])
+    if len(shape) == 3:
+        net: torch.nn.Module = SmallCNN(shape[0], spec["num_classes"], image_size=shape[-1], **recipe.arch)
+    else:
+        net = MLP(shape[0], spec["num_classes"], **recipe.arch)
+    model = LabModel(
+        net,
+        input_shape=shape,
+        num_classes=spec["num_classes"],
+        value_range=tuple(spec["value_range"]) if spec["value_range"] else None,
+        class_names=spec["class_names"],
+    )
+    model.load_state_dict(saved["state_dict"])
+    model.meta = dict(saved.get("meta", {}))
+    return model
+
+
+def _train_recipe(
+    recipe: Recipe, prof: Profile, device: torch.device, progress: bool
+) -> tuple[LabModel, dict[str, Any]]:
+    epochs = prof.epochs.get(recipe.name)
+    if epochs is None:
+        raise ValueError(f"profile {prof.name!r} sets no epochs for {recipe.name!r} in course.yml")
+    train_data = load(recipe.dataset, split="train", profile=prof)
+    test_data = load(recipe.dataset, split="test", profile=prof)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+        torch.manual_seed(recipe.seed)
+        model = build(recipe, train_data).to(device)
+    class_weight = None
+    if recipe.balanced:
+        counts = torch.bincount(train_data.y, minlength=train_data.num_classes).float()
+        class_weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).sqrt()
+    start = time.perf_counter()
+    history = train(
+        model,
+        train_data,
+        epochs=epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        weight_decay=recipe.weight_decay,
+        class_weight=class_weight,
+        augment=recipe.augment,
+        generator=torch.Generator().manual_seed(recipe.seed),
+        progress=progress,
+    )
+    meta = {
+        "name": recipe.name,
+        "profile": prof.name,
+        "epochs": epochs,
+        "train_size": len(train_data),
+        "test_accuracy": accuracy(model, test_data),
+        "train_seconds": time.perf_counter() - start,
+        "final_loss": history.final.get("loss", float("nan")),
+        "torch": str(torch.__version__),
+    }
+    model.meta = meta
+    return model, meta

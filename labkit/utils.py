@@ -1,0 +1,171 @@
+"""Small utilities every lesson uses: seeding, device choice, evaluation mode, input checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["check_images", "eval_mode", "pick_device", "seed_everything"]
+
+
+def seed_everything(seed: int = 0, *, deterministic: bool = False) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (CPU and every CUDA device).
+
+    Only notebooks and tests should call this: library functions take an optional
+    ``generator=`` instead of touching global state.
+
+    Parameters
+    ----------
+    seed:
+        A non-negative integer.
+    deterministic:
+        Also ask PyTorch for deterministic kernels (slower on a GPU).
+
+    Returns
+    -------
+    torch.Generator
+        A CPU generator seeded with ``seed``, handy for ``generator=`` arguments.
+
+    Examples
+    --------
+    >>> a = torch.rand(2, generator=seed_everything(0))
+    >>> b = torch.rand(2, generator=seed_everything(0))
+    >>> bool(torch.equal(a, b))
+    True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Return the best available device: CUDA, then Apple MPS, then CPU.
+
+    ``prefer`` (or the ``LABKIT_DEVICE`` environment variable) forces a choice such as
+    ``"cpu"`` or ``"cuda:1"``; asking for a device that is not there raises ``ValueError``.
+
+    Examples
+    --------
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    choice = prefer if prefer is not None else os.environ.get("LABKIT_DEVICE")
+    if choice:
+        device = torch.device(choice)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {choice!r} was asked for, but CUDA is not available here")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {choice!r} was asked for, but MPS is not available here")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put models in evaluation mode for the block, then restore each module's own mode.
+
+    Submodules keep their individual ``training`` flags: a model with a frozen
+    batch-norm layer comes back exactly as it went in.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    for m in models:
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"eval_mode expects torch.nn.Module objects, got {type(m).__name__}")
+    saved = [[(mod, mod.training) for mod in m.modules()] for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for states in saved:
+            for mod, was_training in states:
+                mod.training = was_training
+
+
+def check_images(
+    x: object,
+    *,
+    name: str = "x",
+    shape: Sequence[int] | None = None,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+    atol: float = 1e-6,
+) -> torch.Tensor:
+    """Check a batch of inputs against the lab contract and return it unchanged.
+
+    The contract: a floating-point tensor of shape ``(N, *shape)``, finite everywhere and,
+    when ``value_range`` is given, inside ``[low, high]`` (up to ``atol``). Anything else raises
+    a ``TypeError`` or ``ValueError`` that says what was found and what was expected. Nothing is
+    clamped or cast silently.
+
+    Examples
+    --------
+    >>> check_images(torch.zeros(2, 1, 8, 8), shape=(1, 8, 8)).shape
+    torch.Size([2, 1, 8, 8])
+    >>> check_images(torch.full((1, 3), 2.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: x has values outside [0.0, 1.0]: found max 2 ...
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}; "
+            "convert images with x.float() / 255"
+        )
+    if shape is not None:
+        expected = tuple(int(s) for s in shape)
+        if x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}, expected (batch, {', '.join(map(str, expected))})"
+            )
+    if x.numel() == 0:
+        return x
+    finite = torch.isfinite(x)
+    if value_range is None:
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise ValueError(f"{name} contains {bad} NaN or infinite value(s); inputs must be finite")
+        return x
+    low, high = value_range
+    # One reduction and one host sync for the common case of a valid batch.
+    ok = finite.all() & (x.amin() >= low - atol) & (x.amax() <= high + atol)
+    if bool(ok):
+        return x
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); inputs must be finite")
+    raise ValueError(
+        f"{name} has values outside [{low}, {high}]: found min {x.amin().item():.4g}, "
+        f"max {x.amax().item():.4g}. Images must be scaled to [{low}, {high}] "
+        "(normalisation happens inside the model)"
+    )
