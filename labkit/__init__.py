@@ -9,7 +9,7 @@ otherwise; device and dtype always follow the input tensors.
 device(type='cpu')
 """
 
-from labkit import course, data, models, plot
+from labkit import atlas, course, data, models, plot
 from labkit.config import active_profile, cache_dir
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.utils import check_images, eval_mode, pick_device, seed_everything
@@ -21,6 +21,7 @@ __all__ = [
     "TrainModeWarning",
     "__version__",
     "active_profile",
+    "atlas",
     "cache_dir",
     "check_images",
     "course",

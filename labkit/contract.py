@@ -101,9 +101,7 @@ class LabModel(nn.Module):
         if value_range is not None and not value_range[0] < value_range[1]:
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         if class_names is not None and len(class_names) != int(num_classes):
-            raise ValueError(
-                f"class_names has {len(class_names)} names, expected num_classes={num_classes}"
-            )
+            raise ValueError(f"class_names has {len(class_names)} names, expected num_classes={num_classes}")
         self.net = net
         self.input_shape = shape
         self.num_classes = int(num_classes)
@@ -148,8 +146,7 @@ class LabModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
-            f"value_range={self.value_range}"
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, value_range={self.value_range}"
         )
 
 

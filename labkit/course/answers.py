@@ -7,8 +7,9 @@ neither the test source nor a traceback in the feedback reveals the answer.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
-__all__ = ["answer_hash", "check_answer"]
+__all__ = ["answer_hash", "check_answer", "expect_raises"]
 
 
 def _normalise(answer: object) -> str:
@@ -40,3 +41,39 @@ def answer_hash(question: str, answer: object) -> str:
 def check_answer(question: str, answer: object, expected_hash: str) -> bool:
     """True when ``answer`` hashes to ``expected_hash`` for ``question``."""
     return answer_hash(question, answer) == expected_hash
+
+
+def expect_raises(
+    error: type[BaseException] | tuple[type[BaseException], ...],
+    func: Callable[..., object],
+    *args: object,
+    match: str | None = None,
+    **kwargs: object,
+) -> BaseException:
+    """Call ``func`` and check that it raises ``error`` (for test cells in notebooks).
+
+    Returns the exception so a test can look at it. Raises ``AssertionError`` with a readable
+    message when nothing, or the wrong thing, is raised.
+
+    Examples
+    --------
+    >>> expect_raises(ValueError, int, "seven")
+    ValueError("invalid literal for int() with base 10: 'seven'")
+    """
+    import re
+
+    names = error.__name__ if isinstance(error, type) else " or ".join(e.__name__ for e in error)
+    try:
+        func(*args, **kwargs)
+    except error as err:
+        if match is not None and not re.search(match, str(err), flags=re.IGNORECASE):
+            raise AssertionError(
+                f"{func.__name__} raised {type(err).__name__} as expected, but its message "
+                f"{str(err)!r} does not mention {match!r}"
+            ) from None
+        return err
+    except Exception as err:
+        raise AssertionError(
+            f"{func.__name__} should raise {names}, but raised {type(err).__name__}: {err}"
+        ) from None
+    raise AssertionError(f"{func.__name__} should raise {names}, but returned normally")

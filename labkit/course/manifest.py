@@ -195,8 +195,7 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
         found = find_course_file()
         if found is None:
             raise CourseError(
-                "course.yml not found in the working directory or its parents; "
-                "set LABKIT_COURSE to its path"
+                "course.yml not found in the working directory or its parents; set LABKIT_COURSE to its path"
             )
         path = found
     file = Path(path)
@@ -226,9 +225,7 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
             raise check.fail(f"{where}.id", "a two-digit string such as '03'", entry["id"])
         slug = check.text(entry, "slug", where)
         if not SLUG.match(slug) or not slug.startswith(lesson_id + "-"):
-            raise check.fail(
-                f"{where}.slug", f"'{lesson_id}-' followed by lowercase words and dashes", slug
-            )
+            raise check.fail(f"{where}.slug", f"'{lesson_id}-' followed by lowercase words and dashes", slug)
         for key in (lesson_id, slug):
             if key in seen:
                 raise CourseError(f"{file}: {where}: duplicate lesson {key!r} (also {seen[key]})")

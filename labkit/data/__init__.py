@@ -54,9 +54,7 @@ def _transactions(split: str, n: int | None, *, seed: int, **options: Any) -> La
 
 
 def _torchvision(name: str) -> Callable[..., LabData]:
-    def loader(
-        split: str, n: int | None, *, root: Path | None, download: bool, **_: Any
-    ) -> LabData:
+    def loader(split: str, n: int | None, *, root: Path | None, download: bool, **_: Any) -> LabData:
         from labkit.data.vision import load_vision
 
         return load_vision(name, split, n, root=root, download=download)

@@ -93,8 +93,7 @@ class LabData:
             n = len(self) - start
         if n <= 0 or start < 0 or start + n > len(self):
             raise ValueError(
-                f"asked for {n} examples from index {start}, but {self.name}/{self.split} "
-                f"has {len(self)}"
+                f"asked for {n} examples from index {start}, but {self.name}/{self.split} has {len(self)}"
             )
         x, y = self.x[start : start + n], self.y[start : start + n]
         if device is not None:

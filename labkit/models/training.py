@@ -57,7 +57,8 @@ def accuracy(
     if isinstance(x, LabData):
         if y is not None:
             raise TypeError("pass either (model, data) or (model, x, y), not both")
-        x, y = x.x, x.y
+        data = x
+        x, y = data.x, data.y
     if y is None:
         raise TypeError("accuracy needs labels: call accuracy(model, x, y) or accuracy(model, data)")
     if x.shape[0] != y.shape[0]:
@@ -97,9 +98,7 @@ class History:
         from labkit.plot import curves
 
         series = {k: self[k] for k in self.rows[0] if k != "epoch" and k != "seconds"}
-        return curves(
-            self["epoch"], series, xlabel="epoch", ylabel="value", title="training history", ax=ax
-        )
+        return curves(self["epoch"], series, xlabel="epoch", ylabel="value", title="training history", ax=ax)
 
 
 def _fmt(v: float | None) -> str:

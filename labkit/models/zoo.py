@@ -77,7 +77,9 @@ def _data_version(dataset: str) -> str:
 
 RECIPES: dict[str, Recipe] = {
     "digits-cnn": Recipe("digits-cnn", "digits", "SmallCNN on the 8x8 digits", arch={"width": 32}),
-    "signs-cnn": Recipe("signs-cnn", "signs", "SmallCNN on 32x32 generated traffic signs", arch={"width": 32}),
+    "signs-cnn": Recipe(
+        "signs-cnn", "signs", "SmallCNN on 32x32 generated traffic signs", arch={"width": 32}
+    ),
     "transactions-mlp": Recipe(
         "transactions-mlp",
         "transactions",
@@ -88,9 +90,14 @@ RECIPES: dict[str, Recipe] = {
     ),
     "mnist-cnn": Recipe("mnist-cnn", "mnist", "SmallCNN on MNIST (needs the files)", arch={"width": 32}),
     "fashion_mnist-cnn": Recipe(
-        "fashion_mnist-cnn", "fashion_mnist", "SmallCNN on Fashion-MNIST (needs the files)", arch={"width": 32}
+        "fashion_mnist-cnn",
+        "fashion_mnist",
+        "SmallCNN on Fashion-MNIST (needs the files)",
+        arch={"width": 32},
     ),
-    "cifar10-cnn": Recipe("cifar10-cnn", "cifar10", "SmallCNN on CIFAR-10 (needs the files)", arch={"width": 48}),
+    "cifar10-cnn": Recipe(
+        "cifar10-cnn", "cifar10", "SmallCNN on CIFAR-10 (needs the files)", arch={"width": 48}
+    ),
 }
 
 
@@ -189,9 +196,7 @@ def pretrained(
                 warnings.warn(f"cached weights {path} are unreadable ({err}); retraining", stacklevel=2)
         model, meta = _train_recipe(recipe, prof, target, progress)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(
-            {"state_dict": model.state_dict(), "meta": meta, "spec": _spec(model)}, tmp
-        )
+        torch.save({"state_dict": model.state_dict(), "meta": meta, "spec": _spec(model)}, tmp)
         os.replace(tmp, path)
     return model.eval()
 

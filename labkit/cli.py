@@ -1,0 +1,141 @@
+"""The ``labkit`` command line: ``labkit doctor``, ``labkit build``, ``labkit pretrain``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def doctor(_: argparse.Namespace) -> int:
+    """Print versions, device, cache, profile and which data sets work offline."""
+    import torch
+
+    import labkit
+    from labkit.config import active_profile, cache_dir
+    from labkit.course import CourseError, find_course_file, load_course
+    from labkit.data import available, data_root
+    from labkit.utils import pick_device
+
+    rows: list[tuple[str, str]] = [
+        ("labkit", labkit.__version__),
+        ("python", platform.python_version()),
+    ]
+    for dist in ("torch", "torchvision", "nbgrader", "jupyterlab", "numpy", "scikit-learn"):
+        rows.append((dist, _version(dist)))
+    device = pick_device()
+    detail = str(device)
+    if device.type == "cuda":
+        detail += f" ({torch.cuda.get_device_name(device)}, {torch.cuda.device_count()} GPU(s))"
+    rows.append(("device", detail))
+    rows.append(("torch threads", str(torch.get_num_threads())))
+    rows.append(("cache dir", str(cache_dir())))
+    rows.append(("data dir", str(data_root())))
+    problems = 0
+    path = find_course_file()
+    if path is None:
+        rows.append(("course.yml", "not found (built-in ci profile in use)"))
+    else:
+        try:
+            course = load_course(path)
+            ready = len(course.ready_lessons)
+            rows.append(("course.yml", f"{path} ({ready} of {len(course.lessons)} lessons ready)"))
+        except CourseError as err:
+            rows.append(("course.yml", f"INVALID: {err}"))
+            problems += 1
+    try:
+        profile = active_profile()
+        source = "LABKIT_PROFILE" if os.environ.get("LABKIT_PROFILE") else "course.yml default"
+        rows.append(("profile", f"{profile.name} ({source}): {profile.description}"))
+    except (ValueError, CourseError) as err:
+        rows.append(("profile", f"INVALID: {err}"))
+        problems += 1
+    for name, status in available().items():
+        rows.append((f"data: {name}", status))
+    from labkit.models import RECIPES, weights_path
+
+    for name in RECIPES:
+        try:
+            cached = weights_path(name).exists()
+        except (ValueError, CourseError):
+            cached = False
+        rows.append((f"model: {name}", "cached" if cached else "not trained yet (trains on first use)"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    if problems:
+        print(f"\n{problems} problem(s) found", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def build(args: argparse.Namespace) -> int:
+    """Generate the learner notebooks in lessons/ from solutions/."""
+    from labkit.course import build_lessons, load_course
+
+    course = load_course(args.course)
+    written = build_lessons(course, lessons=args.lesson or None, missing_only=args.missing)
+    for path in written:
+        print(f"built {path.relative_to(course.root)}")
+    if not written:
+        print("learner copies already present; nothing to build")
+    return 0
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    """Train and cache zoo models now (e.g. before a workshop without internet)."""
+    from labkit.data import available
+    from labkit.models import RECIPES, pretrained
+
+    names = args.models or [n for n, r in RECIPES.items() if r.dataset in ("digits", "signs", "transactions")]
+    status = available()
+    for name in names:
+        if name not in RECIPES:
+            print(f"unknown model {name!r}; choose from {', '.join(RECIPES)}", file=sys.stderr)
+            return 2
+        if status.get(RECIPES[name].dataset, "").startswith("missing"):
+            print(f"skip {name}: {status[RECIPES[name].dataset]}")
+            continue
+        model = pretrained(name, profile=args.profile, progress=not args.quiet)
+        acc = model.meta.get("test_accuracy")
+        shown = f"{acc:.1%}" if isinstance(acc, float) else "?"
+        print(f"{name}: test accuracy {shown}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labkit", description="Model Hardening Lab tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("doctor", help="check the installation, device, data and cache")
+    p.set_defaults(func=doctor)
+    p = sub.add_parser("build", help="generate learner notebooks (lessons/) from solutions/")
+    p.add_argument("lesson", nargs="*", help="lesson ids or slugs (default: every ready lesson)")
+    p.add_argument("--course", default=None, help="path to course.yml (default: found upwards)")
+    p.add_argument("--missing", action="store_true", help="only build lessons that have no learner copy yet")
+    p.set_defaults(func=build)
+    p = sub.add_parser("pretrain", help="train and cache the zoo models for offline use")
+    p.add_argument("models", nargs="*", help="model names (default: the offline ones)")
+    p.add_argument("--profile", default=None, help="ci, laptop or gpu (default: active profile)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=pretrain)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"labkit {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Architectures, training, accuracy and the cached model zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import labkit as lk
+from labkit.models import MLP, SmallCNN
+
+
+def test_architectures_output_logits() -> None:
+    assert SmallCNN(3, 10, image_size=32)(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert SmallCNN(1, 10, image_size=8)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    assert MLP(12, 2)(torch.rand(5, 12)).shape == (5, 2)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        SmallCNN(1, 10, image_size=10)
+
+
+def test_accuracy_on_hand_set_model(
+    tiny_model: lk.LabModel, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    x, y = batch
+    assert lk.models.accuracy(tiny_model, x, y) == 1.0
+    assert lk.models.accuracy(tiny_model, x, 1 - y) == 0.0
+    with pytest.raises(ValueError, match="16 examples but y has 3"):
+        lk.models.accuracy(tiny_model, x, y[:3])
+    with pytest.raises(TypeError, match="needs labels"):
+        lk.models.accuracy(tiny_model, x)
+
+
+def test_accuracy_restores_train_mode() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Dropout(0.9)).train()
+    x, y = torch.rand(64, 1, 2, 2), torch.zeros(64, dtype=torch.long)
+    assert lk.models.accuracy(net, x, y) == lk.models.accuracy(net, x, y)
+    assert net.training
+
+
+def test_train_learns_digits_and_leaves_eval_mode() -> None:
+    data = lk.data.load("digits", split="train", n=600)
+    test = lk.data.load("digits", split="test")
+    torch.manual_seed(0)
+    model = lk.models.build("digits-cnn", data)
+    before = lk.models.accuracy(model, test)
+    history = lk.models.train(model, data, epochs=3, lr=3e-3, val=test, progress=False)
+    after = lk.models.accuracy(model, test)
+    assert not model.training
+    assert len(history) == 3 and history["val_acc"][-1] == pytest.approx(after)
+    assert after > 0.8 > before + 0.3, f"training should help: {before:.2f} -> {after:.2f}"
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_train_rejects_bad_arguments(tiny_model: lk.LabModel) -> None:
+    data = lk.data.load("digits", split="train", n=32)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        lk.models.train(tiny_model, data, epochs=0)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        lk.models.train(tiny_model, data, epochs=1, lr=float("nan"))
+    with pytest.raises(TypeError, match="LabData"):
+        lk.models.train(tiny_model, (data.x, data.y), epochs=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"expected \(batch, 1, 2, 2\)"):
+        lk.models.train(tiny_model, data, epochs=1)
+
+
+def test_pretrained_trains_once_then_loads_from_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    first = lk.models.pretrained("digits-cnn", progress=False)
+    path = lk.models.weights_path("digits-cnn")
+    assert path.is_file() and path.parent == tmp_path / "models"
+    assert not first.training and first.meta["test_accuracy"] >= 0.97
+    second = lk.models.pretrained("digits-cnn", progress=False)
+    assert second.meta == first.meta
+    x, _ = lk.data.load("digits", split="test").batch(50)
+    assert torch.equal(first(x), second(x))
+    # A damaged cache file is detected and the model retrained, not loaded half-way.
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        third = lk.models.pretrained("digits-cnn", progress=False)
+    assert torch.allclose(third(x), first(x), atol=1e-5)
+
+
+def test_pretrained_rejects_unknown_name() -> None:
+    with pytest.raises(ValueError, match="unknown model 'resnet'; choose one of digits-cnn"):
+        lk.models.pretrained("resnet")
+
+
+def test_history_table_and_plot() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    history = lk.models.History(
+        rows=[{"epoch": 1, "loss": 1.0, "train_acc": 0.5}, {"epoch": 2, "loss": 0.5, "train_acc": 0.8}]
+    )
+    assert "| epoch | loss | train_acc |" in history._repr_markdown_()
+    fig = history.plot()
+    assert len(fig.axes[0].lines) == 2

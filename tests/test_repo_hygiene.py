@@ -1,0 +1,56 @@
+"""Habits of the repository: clean source notebooks, learner copies without answers, ignores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "solutions").glob("*/*.ipynb"))
+LEARNER = sorted((ROOT / "lessons").glob("*/*.ipynb"))
+
+
+def test_there_are_notebooks() -> None:
+    assert SOURCES, "no source notebooks in solutions/"
+    assert len(LEARNER) == len(SOURCES), "every source notebook needs its learner copy in lessons/"
+
+
+@pytest.mark.parametrize("path", SOURCES + LEARNER, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebooks_are_stored_without_outputs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{path.name} cell {i} has stored outputs"
+            assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
+    assert "jupytext" not in nb.metadata
+
+
+@pytest.mark.parametrize("path", LEARNER, ids=lambda p: str(p.relative_to(ROOT)))
+def test_learner_copies_hold_no_solutions_or_hidden_tests(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "MARK SCHEME", "check_answer("):
+        assert marker not in text, f"{path.relative_to(ROOT)} leaks {marker!r}"
+    nb = nbformat.read(path, as_version=4)
+    stubs = [c for c in nb.cells if "raise NotImplementedError()" in c.source]
+    assert stubs, "a learner copy should contain the exercise stubs"
+
+
+def test_gitignore_covers_venv_caches_and_gradebooks() -> None:
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for entry in (
+        ".venv/",
+        "__pycache__/",
+        ".cache/",
+        "gradebook.db",
+        "submitted/",
+        "autograded/",
+        "feedback/",
+    ):
+        assert entry in ignored, f".gitignore lacks {entry}"
+
+
+def test_no_paired_text_files_in_sources() -> None:
+    leftovers = [p for p in (ROOT / "solutions").rglob("*") if p.suffix in (".py", ".md")]
+    assert not leftovers, f"paired text files would ship with the learner copies: {leftovers}"
