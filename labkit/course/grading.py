@@ -6,7 +6,9 @@ touch the instructor's ``gradebook.db`` and can run again and again.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +81,12 @@ def _stage(course: Course, lessons: list[Lesson], root: Path) -> None:
 
 def _api(course: Course, root: Path, profile: str | None = None):  # type: ignore[no-untyped-def]
     from nbgrader.apps import NbGraderAPI
+
+    # nbgrader runs the `alembic` executable of its own environment: make sure it is on PATH
+    # even when Python was started as .venv/bin/python without activating the venv.
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
 
     cfg = nbgrader_config(course, root=root, db_path=root / "gradebook.db", profile=profile)
     return NbGraderAPI(config=cfg)

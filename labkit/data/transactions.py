@@ -143,16 +143,50 @@ def _table(weights: dict[str, float]) -> FloatArray:
 # Category mix of each kind of transaction, at drift 0 and at drift 1 (interpolated between).
 _MIX: dict[str, tuple[FloatArray, FloatArray]] = {
     "legit_in_person": (
-        _table({"grocery": 30, "fuel": 15, "restaurant": 22, "retail": 20, "electronics": 5,
-                "jewelry": 2, "travel": 6}),
-        _table({"grocery": 28, "fuel": 12, "restaurant": 24, "retail": 22, "electronics": 6,
-                "jewelry": 2, "travel": 6}),
+        _table(
+            {
+                "grocery": 30,
+                "fuel": 15,
+                "restaurant": 22,
+                "retail": 20,
+                "electronics": 5,
+                "jewelry": 2,
+                "travel": 6,
+            }
+        ),
+        _table(
+            {
+                "grocery": 28,
+                "fuel": 12,
+                "restaurant": 24,
+                "retail": 22,
+                "electronics": 6,
+                "jewelry": 2,
+                "travel": 6,
+            }
+        ),
     ),
     "legit_online": (
-        _table({"online_retail": 40, "digital_goods": 15, "subscription": 20, "travel": 10,
-                "electronics": 8, "money_transfer": 7}),
-        _table({"online_retail": 33, "digital_goods": 20, "subscription": 18, "travel": 9,
-                "electronics": 8, "money_transfer": 12}),
+        _table(
+            {
+                "online_retail": 40,
+                "digital_goods": 15,
+                "subscription": 20,
+                "travel": 10,
+                "electronics": 8,
+                "money_transfer": 7,
+            }
+        ),
+        _table(
+            {
+                "online_retail": 33,
+                "digital_goods": 20,
+                "subscription": 18,
+                "travel": 9,
+                "electronics": 8,
+                "money_transfer": 12,
+            }
+        ),
     ),
     "card_testing": (
         _table({"digital_goods": 50, "subscription": 20, "online_retail": 30}),
@@ -182,9 +216,7 @@ def _check_args(split: str, n: int, seed: int, drift: float, fraud_rate: float) 
         or not math.isfinite(drift)
         or not 0.0 <= drift <= 1.0
     ):
-        raise ValueError(
-            f"drift must be a number in [0, 1] (0: the training distribution), got {drift!r}"
-        )
+        raise ValueError(f"drift must be a number in [0, 1] (0: the training distribution), got {drift!r}")
     if (
         isinstance(fraud_rate, bool)
         or not isinstance(fraud_rate, int | float | np.floating)
@@ -192,8 +224,7 @@ def _check_args(split: str, n: int, seed: int, drift: float, fraud_rate: float) 
         or not 0.0 < fraud_rate < 0.5
     ):
         raise ValueError(
-            f"fraud_rate must be a number in the open interval (0, 0.5), e.g. 0.015, "
-            f"got {fraud_rate!r}"
+            f"fraud_rate must be a number in the open interval (0, 0.5), e.g. 0.015, got {fraud_rate!r}"
         )
 
 
@@ -306,7 +337,7 @@ def load_transactions(
     # Which fraud pattern (drawn for every row, used only for fraud rows).
     w = np.array([0.45 - 0.15 * d, 0.30 - 0.05 * d, 0.25 + 0.20 * d])
     pattern: IntArray = np.minimum((u[:, 2, None] >= np.cumsum(w / w.sum())).sum(1), 2)
-    ct, nf, ato = pattern == 0, pattern == 1, pattern == 2
+    ct, nf = pattern == 0, pattern == 1  # pattern 2 (account takeover) is the default case
 
     # Channel, abroad, device.
     p_online = np.where(
