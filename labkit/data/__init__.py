@@ -41,13 +41,17 @@ def _digits(split: str, n: int | None, **_: Any) -> LabData:
     return load_digits(split, n)
 
 
-def _signs(split: str, n: int | None, *, seed: int, **options: Any) -> LabData:
+def _signs(
+    split: str, n: int | None, *, seed: int, root: Path | None, download: bool, **options: Any
+) -> LabData:
     from labkit.data.signs import load_signs
 
     return load_signs(split, n if n is not None else 10000, seed=seed, **options)
 
 
-def _transactions(split: str, n: int | None, *, seed: int, **options: Any) -> LabData:
+def _transactions(
+    split: str, n: int | None, *, seed: int, root: Path | None, download: bool, **options: Any
+) -> LabData:
     from labkit.data.transactions import load_transactions
 
     return load_transactions(split, n if n is not None else 20000, seed=seed, **options)

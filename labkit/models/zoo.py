@@ -245,18 +245,20 @@ def _train_recipe(
         counts = torch.bincount(train_data.y, minlength=train_data.num_classes).float()
         class_weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).sqrt()
     start = time.perf_counter()
-    history = train(
-        model,
-        train_data,
-        epochs=epochs,
-        lr=recipe.lr,
-        batch_size=recipe.batch_size,
-        weight_decay=recipe.weight_decay,
-        class_weight=class_weight,
-        augment=recipe.augment,
-        generator=torch.Generator().manual_seed(recipe.seed),
-        progress=progress,
-    )
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, then restore
+        torch.manual_seed(recipe.seed)
+        history = train(
+            model,
+            train_data,
+            epochs=epochs,
+            lr=recipe.lr,
+            batch_size=recipe.batch_size,
+            weight_decay=recipe.weight_decay,
+            class_weight=class_weight,
+            augment=recipe.augment,
+            generator=torch.Generator().manual_seed(recipe.seed),
+            progress=progress,
+        )
     meta = {
         "name": recipe.name,
         "profile": prof.name,
