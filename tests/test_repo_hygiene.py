@@ -54,3 +54,20 @@ def test_gitignore_covers_venv_caches_and_gradebooks() -> None:
 def test_no_paired_text_files_in_sources() -> None:
     leftovers = [p for p in (ROOT / "solutions").rglob("*") if p.suffix in (".py", ".md")]
     assert not leftovers, f"paired text files would ship with the learner copies: {leftovers}"
+
+
+def test_readme_opens_with_the_two_commands_and_lists_every_lesson() -> None:
+    import yaml
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = text.split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.strip()]
+    assert commands == ["make lab", "make test"]
+    manifest = yaml.safe_load((ROOT / "course.yml").read_text(encoding="utf-8"))
+    for lesson in manifest["lessons"]:
+        assert f"| {lesson['id']} | {lesson['title']} |" in text, f"README lacks lesson {lesson['id']}"
+
+
+def test_ci_runs_make_test() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in script

@@ -55,6 +55,19 @@ class SubmissionResult:
         raise KeyError(f"no graded cell {grade_id!r} in {self.lesson}")
 
 
+def _autograded_ids(path: Path) -> set[str]:
+    """Grade ids of the autograded test cells (graded, not answer cells) of a source notebook."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    found = set()
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
+            found.add(meta["grade_id"])
+    return found
+
+
 def _lessons(course: Course, which: Iterable[str] | None) -> list[Lesson]:
     chosen = [course.lesson(key) for key in which] if which else list(course.ready_lessons)
     for lesson in chosen:
@@ -186,18 +199,18 @@ def autograde(
             shutil.copy2(path, folder / str(chosen.notebook))
             _check(api.autograde(chosen.slug, student, force=True), f"autograde {student}")
         notebook_id = Path(str(chosen.notebook)).stem
+        tests = _autograded_ids(root / "solutions" / chosen.slug / str(chosen.notebook))
         with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
             for student in submissions:
                 nb = gb.find_submission_notebook(notebook_id, chosen.slug, student)
                 result = SubmissionResult(student=student, lesson=chosen.slug)
                 for grade in nb.grades:
-                    auto = grade.auto_score is not None
                     result.cells.append(
                         CellScore(
                             grade_id=grade.name,
                             score=float(grade.score or 0.0),
                             max_score=float(grade.max_score),
-                            autograded=auto,
+                            autograded=grade.name in tests,
                         )
                     )
                 results[student] = result
