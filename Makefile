@@ -52,11 +52,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix labkit tests benchmarks nbgrader_config.py
 
 unit: $(STAMP)
-	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/python -m pytest -n 2 --dist loadfile \
+	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile \
 		--doctest-modules labkit tests -m "not slow" $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
-	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 \
+	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 \
 		--dist loadfile --nbval-lax solutions -p no:cacheprovider $(PYTEST_ARGS)
 
 grading: $(STAMP)

@@ -89,15 +89,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    header = f"| {'labkit':<28} | {'rate':>10} | {'peer':<26} | {'rate':>10} | {'ratio':>6} |"
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    header = f"| {'labkit':<28} | {'rate':>10} | {'peer':<26} | {'rate':>10} | {'ratio':>6} | unit |"
     print(header)
-    print("|" + "---|" * 5)
+    print("|" + "---|" * 6)
     for bench in (bench_training, bench_signs):
         name, ours, peer_name, peer, unit = bench(args.repeat)
-        print(f"| {name:<28} | {ours:>10.0f} | {peer_name:<26} | {peer:>10.0f} | {ours / peer:>5.2f}x |")
-    print("rates in", "images/s; ratio > 1 means labkit is faster")
+        ratio = ours / peer
+        print(f"| {name:<28} | {ours:>10.0f} | {peer_name:<26} | {peer:>10.0f} | {ratio:>5.2f}x | {unit} |")
+    print("ratio > 1 means labkit is faster")
 
 
 if __name__ == "__main__":
