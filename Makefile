@@ -15,7 +15,10 @@ PYTEST_ARGS ?=
 # jupyter refuses to run as root without --allow-root (containers, CI).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # pip on some machines warns about every unreachable extra index; keep the log readable.
-PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# torchattacks is the peer the attack tests compare against. It pins requests~=2.25, which
+# conflicts with nbgrader, so it is installed on its own without its (already present) deps.
+PEERS := torchattacks==3.5.1
 
 .PHONY: help install lab lessons test lint format unit notebooks grading bench clean
 
@@ -30,6 +33,7 @@ $(STAMP): pyproject.toml
 	@echo "installing labkit and its dependencies into $(VENV) (first time: a few minutes)"
 	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(PIP_FILTER)
 	@$(BIN)/python -m pip install --quiet -e ".[test]" 2>&1 | $(PIP_FILTER)
+	@$(BIN)/python -m pip install --quiet --no-deps $(PEERS) 2>&1 | $(PIP_FILTER)
 	@$(BIN)/python -c "import labkit, torch, torchvision, nbgrader" 
 	@touch $(STAMP)
 
