@@ -9,7 +9,7 @@ otherwise; device and dtype always follow the input tensors.
 device(type='cpu')
 """
 
-from labkit import atlas, course, data, genai, models, plot
+from labkit import atlas, attacks, course, data, genai, models, plot
 from labkit.config import active_profile, cache_dir
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.utils import check_images, eval_mode, pick_device, seed_everything
@@ -22,6 +22,7 @@ __all__ = [
     "__version__",
     "active_profile",
     "atlas",
+    "attacks",
     "cache_dir",
     "check_images",
     "course",

@@ -30,7 +30,13 @@ def test_notebooks_are_stored_without_outputs(path: Path) -> None:
 @pytest.mark.parametrize("path", LEARNER, ids=lambda p: str(p.relative_to(ROOT)))
 def test_learner_copies_hold_no_solutions_or_hidden_tests(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "Rubric for graders", "check_answer("):
+    for marker in (
+        "BEGIN SOLUTION",
+        "END SOLUTION",
+        "BEGIN HIDDEN TESTS",
+        "Rubric for graders",
+        "check_answer(",
+    ):
         assert marker not in text, f"{path.relative_to(ROOT)} leaks {marker!r}"
     nb = nbformat.read(path, as_version=4)
     stubs = [c for c in nb.cells if "raise NotImplementedError()" in c.source]

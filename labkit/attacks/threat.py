@@ -1,0 +1,296 @@
+"""The threat model, in one place: validate once, project onto the ball, clip to the valid range.
+
+Every attack in :mod:`labkit.attacks` goes through these functions, so they all obey the same
+rules. An attack on a clean input :math:`x` with budget :math:`\\epsilon` may return any
+
+.. math::
+
+    x' \\in \\{\\, x + \\delta \\;:\\; \\lVert \\delta \\rVert_p \\le \\epsilon,\\;
+    \\text{low} \\le x + \\delta \\le \\text{high} \\,\\}, \\qquad p \\in \\{\\infty, 2\\},
+
+where the norm is taken per example over all of its pixels and ``(low, high)`` are the model's
+valid input range (``LabModel.value_range``, ``(0, 1)`` for images). Epsilons are in pixel units
+because normalisation lives inside the model.
+
+Projecting first and clipping second keeps both constraints: clipping to a box that contains
+``x`` only shrinks each coordinate of ``delta``, so the clipped point stays in the ball.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import warnings
+from collections.abc import Iterator
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+from labkit.contract import LabModel, TrainModeWarning
+from labkit.utils import check_images, eval_mode
+
+__all__ = [
+    "Bounds",
+    "Norm",
+    "ProbabilityOutputWarning",
+    "apply_threat_model",
+    "attack_mode",
+    "bounds_of",
+    "check_attack_inputs",
+    "check_eps",
+    "clip_to_bounds",
+    "lp_norm",
+    "project",
+]
+
+Norm = Literal["linf", "l2"]
+Bounds = tuple[float, float]
+NORMS: tuple[str, ...] = get_args(Norm)
+
+# Guards divisions by a per-example norm that may be exactly zero.
+_TINY = 1e-12
+
+
+class ProbabilityOutputWarning(UserWarning):
+    """The model seems to return probabilities (softmax outputs) instead of logits."""
+
+
+def _flat_view(t: torch.Tensor) -> tuple[int, ...]:
+    """Shape that broadcasts a per-example value over the rest of ``t``."""
+    return (-1,) + (1,) * (t.dim() - 1)
+
+
+def lp_norm(delta: torch.Tensor, *, norm: Norm) -> torch.Tensor:
+    """Per-example norm of ``delta`` over all non-batch dimensions, shape ``(N,)``.
+
+    Examples
+    --------
+    >>> lp_norm(torch.tensor([[3.0, -4.0]]), norm="l2")
+    tensor([5.])
+    >>> lp_norm(torch.tensor([[3.0, -4.0]]), norm="linf")
+    tensor([4.])
+    """
+    _check_norm(norm)
+    flat = delta.reshape(delta.shape[0], -1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    return flat.norm(p=2, dim=1)
+
+
+def project(delta: torch.Tensor, *, norm: Norm, eps: float | torch.Tensor) -> torch.Tensor:
+    """Project perturbations onto the ``norm`` ball of radius ``eps`` (per example).
+
+    L-inf clamps every coordinate to :math:`[-\\epsilon, \\epsilon]`; L2 rescales each example's
+    perturbation by :math:`\\min(1, \\epsilon / \\lVert\\delta\\rVert_2)`, which is the Euclidean
+    projection onto the ball. Returns a new tensor; ``delta`` is not modified.
+
+    Parameters
+    ----------
+    delta:
+        Perturbations of shape ``(N, ...)``.
+    norm:
+        ``"linf"`` or ``"l2"``.
+    eps:
+        Radius, a non-negative number or a tensor of shape ``(N,)`` (one radius per example).
+
+    Examples
+    --------
+    >>> project(torch.tensor([[0.5, -0.2]]), norm="linf", eps=0.3)
+    tensor([[ 0.3000, -0.2000]])
+    >>> project(torch.tensor([[3.0, 4.0]]), norm="l2", eps=1.0)
+    tensor([[0.6000, 0.8000]])
+    """
+    _check_norm(norm)
+    if isinstance(eps, torch.Tensor):
+        radius = eps.to(delta).reshape(_flat_view(delta))
+        if norm == "linf":
+            return torch.maximum(torch.minimum(delta, radius), -radius)
+        factor = (radius.flatten() / lp_norm(delta, norm="l2").clamp_min(_TINY)).clamp(max=1.0)
+        return delta * factor.reshape(_flat_view(delta))
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    factor = (eps / lp_norm(delta, norm="l2").clamp_min(_TINY)).clamp(max=1.0)
+    return delta * factor.reshape(_flat_view(delta))
+
+
+def clip_to_bounds(x_adv: torch.Tensor, bounds: Bounds | None) -> torch.Tensor:
+    """Clip candidate adversarial inputs to the valid range ``bounds = (low, high)``.
+
+    This is for points an attack produced itself; inputs from the caller are checked by
+    :func:`check_attack_inputs` and never clamped. ``bounds=None`` (unbounded features) returns
+    ``x_adv`` as it is.
+
+    Examples
+    --------
+    >>> clip_to_bounds(torch.tensor([-0.1, 0.5, 1.2]), (0.0, 1.0))
+    tensor([0.0000, 0.5000, 1.0000])
+    """
+    if bounds is None:
+        return x_adv
+    return x_adv.clamp(bounds[0], bounds[1])
+
+
+def apply_threat_model(
+    x: torch.Tensor, x_adv: torch.Tensor, *, norm: Norm, eps: float | torch.Tensor, bounds: Bounds | None
+) -> torch.Tensor:
+    """Map a candidate ``x_adv`` to the nearest allowed point: project ``x_adv - x``, then clip.
+
+    The result satisfies :math:`\\lVert x' - x\\rVert_p \\le \\epsilon` and lies in ``bounds``.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[0.9, 0.1]])
+    >>> apply_threat_model(x, torch.tensor([[1.5, -0.5]]), norm="linf", eps=0.2, bounds=(0.0, 1.0))
+    tensor([[1., 0.]])
+    """
+    return clip_to_bounds(x + project(x_adv - x, norm=norm, eps=eps), bounds)
+
+
+def bounds_of(model: nn.Module) -> Bounds | None:
+    """The valid input range of ``model``: ``LabModel.value_range``, else ``(0.0, 1.0)``.
+
+    Examples
+    --------
+    >>> bounds_of(nn.Linear(2, 2))
+    (0.0, 1.0)
+    """
+    if isinstance(model, LabModel):
+        return (
+            None if model.value_range is None else (float(model.value_range[0]), float(model.value_range[1]))
+        )
+    return (0.0, 1.0)
+
+
+def _check_norm(norm: object) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(repr(n) for n in NORMS)}, got {norm!r}")
+
+
+def check_eps(eps: object, *, name: str = "eps") -> float:
+    """Return ``eps`` as a float after checking it is a finite, non-negative number."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a non-negative number in pixel units, got {type(eps).__name__}")
+    value = float(eps)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}; epsilons are in pixel units, e.g. 8/255")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return value
+
+
+def check_attack_inputs(
+    model: nn.Module,
+    x: object,
+    y: object,
+    *,
+    eps: float | None,
+    norm: Norm,
+    bounds: Bounds | None,
+    stacklevel: int = 2,
+) -> torch.Tensor:
+    """Validate an attack's arguments once and return the model's logits on the clean ``x``.
+
+    Checks, each with a ``TypeError``/``ValueError`` that names what was wrong:
+
+    * ``model`` is a ``torch.nn.Module``;
+    * ``x`` is a non-empty floating-point tensor, finite, inside ``bounds`` (never clamped
+      silently) and of the model's input shape when ``model`` is a :class:`~labkit.LabModel`;
+    * ``y`` is an ``int64`` tensor of shape ``(N,)`` with the same ``N`` as ``x`` and labels
+      that index the model's classes;
+    * ``eps`` is a finite number ``>= 0`` (``None`` skips this, for unbounded attacks);
+    * ``norm`` is ``"linf"`` or ``"l2"``.
+
+    Warns with :class:`~labkit.TrainModeWarning` when the model is in training mode (the attack
+    still runs it in eval mode and restores the caller's mode), and with
+    :class:`ProbabilityOutputWarning` when every output row is non-negative and sums to one:
+    gradients through a softmax saturate, so gradient attacks look weaker than they are.
+
+    The clean forward pass runs in eval mode without gradients; the model's mode and its
+    ``.grad`` are left as they were.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_norm(norm)
+    if eps is not None:
+        check_eps(eps)
+    shape = model.input_shape if isinstance(model, LabModel) else None
+    if isinstance(x, torch.Tensor) and x.dim() == 0:
+        raise ValueError("x must be a batch of inputs with shape (N, ...), got a scalar tensor")
+    x = check_images(x, name="x", shape=shape, value_range=bounds)
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch; attacks need at least one example")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor of int64 class labels, got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"y must hold int64 class labels, got dtype {y.dtype}; use y.long()")
+    if y.dim() != 1:
+        raise ValueError(f"y must have shape (N,), got {tuple(y.shape)}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
+    if y.device != x.device:
+        raise ValueError(f"x is on {x.device} but y is on {y.device}; put them on the same device")
+
+    if any(m.training for m in model.modules()):
+        warnings.warn(
+            f"{type(model).__name__} is in training mode; the attack runs it in eval mode "
+            "(dropout off, batch-norm running statistics) and restores the mode afterwards. "
+            "Call model.eval() to silence this warning.",
+            TrainModeWarning,
+            stacklevel=stacklevel + 1,
+        )
+    with torch.no_grad(), eval_mode(model):
+        logits = model(x)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (N, classes) = ({x.shape[0]}, C), got {got}")
+    # One host synchronisation for all the cheap checks on labels and outputs.
+    stats = torch.stack(
+        [
+            y.min().to(logits.dtype),
+            y.max().to(logits.dtype),
+            logits.amin(),
+            (logits.sum(dim=1) - 1).abs().amax(),
+            torch.isfinite(logits).all().to(logits.dtype),
+        ]
+    ).tolist()
+    y_min, y_max, out_min, sum_dev, finite = stats
+    classes = logits.shape[1]
+    if y_min < 0 or y_max >= classes:
+        raise ValueError(f"y must hold labels in [0, {classes - 1}], found min {y_min:g}, max {y_max:g}")
+    if not finite:
+        raise ValueError("the model returned NaN or infinite outputs on x; attacks need finite logits")
+    if out_min >= 0 and sum_dev <= 1e-4:
+        warnings.warn(
+            "the model's outputs are non-negative and sum to 1 per row: it looks like it returns "
+            "probabilities (softmax) rather than logits. Gradients through a softmax saturate, so "
+            "gradient attacks get tiny or zero gradients and look weaker than they are (a form of "
+            "gradient masking). Remove the final softmax and return logits.",
+            ProbabilityOutputWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return logits
+
+
+@contextlib.contextmanager
+def attack_mode(
+    model: nn.Module,
+    x: object,
+    y: object,
+    *,
+    eps: float | None,
+    norm: Norm,
+    bounds: Bounds | None,
+    stacklevel: int = 3,
+) -> Iterator[torch.Tensor]:
+    """Validate once (:func:`check_attack_inputs`), then run the block ready for a hot loop.
+
+    Inside the block the model is in eval mode, a :class:`~labkit.LabModel` skips its
+    per-call input checks (the attack keeps its iterates in range itself), and gradients are
+    enabled. Everything is restored on exit. Yields the clean logits.
+    """
+    logits = check_attack_inputs(model, x, y, eps=eps, norm=norm, bounds=bounds, stacklevel=stacklevel + 1)
+    unchecked = model.unchecked() if isinstance(model, LabModel) else contextlib.nullcontext()
+    with eval_mode(model), unchecked, torch.enable_grad():
+        yield logits
