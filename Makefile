@@ -64,8 +64,8 @@ notebooks: $(STAMP)
 		--dist loadfile --nbval-lax solutions -p no:cacheprovider $(PYTEST_ARGS)
 
 grading: $(STAMP)
-	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -m slow \
-		tests -s $(PYTEST_ARGS)
+	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest \
+		-m slow -n 2 -rA tests $(PYTEST_ARGS)
 
 test: lint
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/labkit pretrain --quiet
