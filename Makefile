@@ -65,7 +65,7 @@ notebooks: $(STAMP)
 
 grading: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest \
-		-m slow -n 2 -rA tests $(PYTEST_ARGS)
+		-m slow -n 2 -rA --show-capture=stdout tests $(PYTEST_ARGS)
 
 test: lint
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/labkit pretrain --quiet
