@@ -9,7 +9,7 @@ otherwise; device and dtype always follow the input tensors.
 device(type='cpu')
 """
 
-from labkit import atlas, attacks, course, data, genai, models, plot
+from labkit import atlas, attacks, course, data, genai, models, plot, poisoning, privacy, serving
 from labkit.config import active_profile, cache_dir
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.utils import check_images, eval_mode, pick_device, seed_everything
@@ -32,5 +32,8 @@ __all__ = [
     "models",
     "pick_device",
     "plot",
+    "poisoning",
+    "privacy",
     "seed_everything",
+    "serving",
 ]

@@ -1,0 +1,43 @@
+"""Serving a model: the prediction-API threat model and the monitoring of its queries.
+
+* :class:`PredictionAPI` wraps a :class:`~labkit.LabModel` behind an API that counts queries,
+  enforces a query budget and a rate limit, logs what it answered, and can coarsen its output
+  (top-k, rounding, label only) as a defense.
+* :func:`prada` looks for model-extraction query patterns in the log (Juuti et al. 2019,
+  arXiv:1805.02628).
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> import labkit as lk
+>>> from labkit.serving import PredictionAPI
+>>> model = lk.LabModel(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), input_shape=(1, 2, 2), num_classes=3)
+>>> api = PredictionAPI(model.eval(), output="top_k", k=2, rounding=2)
+>>> answer = api(torch.rand(5, 1, 2, 2))
+>>> tuple(answer.scores.shape), tuple(answer.classes.shape), len(api.log)
+((5, 2), (5, 2), 5)
+"""
+
+from labkit.serving.api import (
+    Output,
+    PredictionAPI,
+    QueryBudgetExceeded,
+    QueryLog,
+    QueryRecord,
+    RateLimitExceeded,
+    TopK,
+)
+from labkit.serving.monitor import PradaResult, prada
+
+__all__ = [
+    "Output",
+    "PradaResult",
+    "PredictionAPI",
+    "QueryBudgetExceeded",
+    "QueryLog",
+    "QueryRecord",
+    "RateLimitExceeded",
+    "TopK",
+    "prada",
+]
