@@ -46,14 +46,14 @@ lab: lessons
 	$(BIN)/jupyter lab --ServerApp.root_dir=lessons $(ROOT_FLAG) $(LAB_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check labkit tests benchmarks nbgrader_config.py
-	$(BIN)/ruff format --check labkit tests benchmarks nbgrader_config.py
+	$(BIN)/ruff check labkit tests benchmarks nbgrader_config.py conftest.py
+	$(BIN)/ruff format --check labkit tests benchmarks nbgrader_config.py conftest.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_repo_hygiene.py
 
 format: $(STAMP)
-	$(BIN)/ruff format labkit tests benchmarks nbgrader_config.py
-	$(BIN)/ruff check --fix labkit tests benchmarks nbgrader_config.py
+	$(BIN)/ruff format labkit tests benchmarks nbgrader_config.py conftest.py
+	$(BIN)/ruff check --fix labkit tests benchmarks nbgrader_config.py conftest.py
 
 unit: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile \
