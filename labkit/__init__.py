@@ -9,7 +9,22 @@ otherwise; device and dtype always follow the input tensors.
 device(type='cpu')
 """
 
-from labkit import atlas, attacks, course, data, genai, models, plot, poisoning, privacy, serving
+from labkit import (
+    atlas,
+    attacks,
+    course,
+    data,
+    genai,
+    models,
+    monitoring,
+    plot,
+    poisoning,
+    privacy,
+    resilience,
+    serving,
+    stress,
+    validation,
+)
 from labkit.config import active_profile, cache_dir
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.utils import check_images, eval_mode, pick_device, seed_everything
@@ -30,10 +45,14 @@ __all__ = [
     "eval_mode",
     "genai",
     "models",
+    "monitoring",
     "pick_device",
     "plot",
     "poisoning",
     "privacy",
+    "resilience",
     "seed_everything",
     "serving",
+    "stress",
+    "validation",
 ]

@@ -120,6 +120,11 @@ class LabModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.check_inputs:
             check_images(x, shape=self.input_shape, value_range=self.value_range)
+            if x.dtype != self.mean.dtype and not torch.is_autocast_enabled():
+                raise TypeError(
+                    f"x has dtype {x.dtype} but the model computes in {self.mean.dtype}; "
+                    f"convert the batch with x.to({self.mean.dtype}) (or the model with .to(dtype))"
+                )
         if self.training:
             warnings.warn(
                 "LabModel called in training mode: dropout and batch-norm make predictions and "

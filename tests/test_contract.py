@@ -96,3 +96,10 @@ def test_state_dict_round_trip_keeps_normalisation() -> None:
     b = lk.LabModel(nn.Flatten(), input_shape=(1, 1, 2), num_classes=2)
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std)
+
+
+def test_rejects_a_dtype_the_model_does_not_compute_in(tiny_model: lk.LabModel) -> None:
+    with pytest.raises(TypeError, match=r"dtype torch.float64 but the model computes in torch.float32"):
+        tiny_model(torch.rand(2, 1, 2, 2, dtype=torch.float64))
+    as_double = tiny_model.double()
+    assert as_double(torch.rand(2, 1, 2, 2, dtype=torch.float64)).dtype == torch.float64
