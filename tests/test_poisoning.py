@@ -173,6 +173,19 @@ def test_detection_rates_by_hand() -> None:
         P.detection_rates([12], [0], n=10)
 
 
+def test_public_features_are_what_spectral_signatures_reads(
+    backdoored: torch.nn.Module, poisoned: P.Poisoned
+) -> None:
+    """P.features gives the representations: the top-singular-vector score of a class matches."""
+    reps = P.features(backdoored, poisoned.data.x)
+    assert reps.shape == (len(poisoned.data), 2 * 16 * 2 * 2)  # SmallCNN width 16 on 8x8: 64 features
+    idx = torch.nonzero(poisoned.data.y == 0).flatten()
+    centred = reps[idx].double() - reps[idx].double().mean(0)
+    tau = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[0]) ** 2
+    det = P.spectral_signatures(backdoored, poisoned.data, expected_rate=0.1, classes=[0])
+    assert torch.allclose(det.scores[idx].double(), tau, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------- mitigation
 
 

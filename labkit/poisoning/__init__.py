@@ -13,7 +13,8 @@ several models, a :class:`BackdoorReport` table).
 
 Detection (a :class:`Detection`, scored with :meth:`Detection.evaluate` as TPR/FPR):
 :func:`spectral_signatures` (Tran et al., arXiv:1811.00636) and :func:`activation_clustering`
-(Chen et al., arXiv:1811.03728).
+(Chen et al., arXiv:1811.03728), both reading the learned representations that
+:func:`features` returns.
 
 Mitigation: :func:`retrain_without` the flagged rows, :func:`fine_prune` (Liu et al.,
 arXiv:1805.12185).
@@ -29,6 +30,7 @@ Examples
 (4, 0.1, False)
 """
 
+from labkit.poisoning._common import features
 from labkit.poisoning.detection import (
     Detection,
     DetectionScore,
@@ -55,6 +57,7 @@ __all__ = [
     "clean_label_backdoor",
     "detection_rates",
     "evaluate_backdoor",
+    "features",
     "fine_prune",
     "flip_labels",
     "patch_trigger",
