@@ -73,6 +73,7 @@ test: lint
 
 bench: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) $(BIN)/python benchmarks/run.py
+	LABKIT_CACHE=$(TEST_CACHE) $(BIN)/python benchmarks/attacks.py
 
 clean:
 	rm -rf .cache .pytest_cache .mypy_cache .ruff_cache gradebook.db

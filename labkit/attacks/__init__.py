@@ -17,27 +17,95 @@ robustness of defended ones, and it has no budget to evaluate at. APGD works at 
 gets overestimated), and is the core of AutoAttack, the standard robustness evaluation.
 FGSM, PGD and CW already cover the "one step", "iterative" and "minimum-norm" ideas.
 
+Black-box attacks (:mod:`labkit.attacks.blackbox`: only the model's outputs, a query budget per
+example, a :class:`BlackBoxResult` with ``x_adv`` and the queries each example used):
+
+* :func:`simba`: SimBA, pixel or DCT directions one at a time (Guo et al., arXiv:1905.07121).
+* :func:`square`: Square Attack, L-inf random search (Andriushchenko et al., arXiv:1912.00049).
+* :func:`nes_pgd`: PGD on an NES gradient estimate (Ilyas et al., arXiv:1804.08598).
+* :func:`hopskipjump`: decision-based, top label only (Chen et al., arXiv:1904.02144).
+
+Transfer attacks (:mod:`labkit.attacks.transfer`): :func:`mi_fgsm` (momentum, Dong et al.,
+arXiv:1710.06081) and :func:`di_fgsm` (input diversity, Xie et al., arXiv:1803.06978) craft on a
+surrogate from :func:`train_surrogate`; :func:`transfer_rate` and :func:`transfer_matrix` measure
+how well the examples fool other models.
+
+Physical and manual modifications (:mod:`labkit.attacks.physical`): :func:`patch_attack`, an
+adversarial sticker optimised with expectation over transformation (Brown et al.,
+arXiv:1712.09665; Athalye et al., arXiv:1707.07397), pasted by :func:`apply_patch`;
+:func:`occlusion` sensitivity (Zeiler and Fergus, arXiv:1311.2901); and :func:`spatial_attack`,
+worst-of-k rotations and translations (Engstrom et al., arXiv:1712.02779).
+
 Every attack goes through :mod:`labkit.attacks.threat`, which validates the arguments once,
 projects onto the ball and clips to the valid range. :func:`attack_success` and
 :func:`robust_accuracy` measure the result; ``robust_accuracy`` takes any
 ``(model, x, y) -> x_adv`` callable, such as ``functools.partial(pgd, eps=8/255, steps=20)``.
 """
 
-from labkit.attacks import threat
+from labkit.attacks import blackbox, physical, threat, transfer
+from labkit.attacks.blackbox import (
+    BlackBoxResult,
+    QueryBudgetWarning,
+    as_attack,
+    hopskipjump,
+    nes_pgd,
+    simba,
+    square,
+)
+from labkit.attacks.physical import (
+    EOT,
+    OcclusionResult,
+    PatchResult,
+    apply_patch,
+    occlusion,
+    patch_attack,
+    spatial_attack,
+)
 from labkit.attacks.threat import ProbabilityOutputWarning, apply_threat_model, clip_to_bounds, project
+from labkit.attacks.transfer import (
+    TransferMatrix,
+    di_fgsm,
+    mi_fgsm,
+    train_surrogate,
+    transfer_matrix,
+    transfer_rate,
+)
 from labkit.attacks.whitebox import Attack, apgd, attack_success, cw, fgsm, pgd, robust_accuracy
 
 __all__ = [
+    "EOT",
     "Attack",
+    "BlackBoxResult",
+    "OcclusionResult",
+    "PatchResult",
     "ProbabilityOutputWarning",
+    "QueryBudgetWarning",
+    "TransferMatrix",
     "apgd",
+    "apply_patch",
     "apply_threat_model",
+    "as_attack",
     "attack_success",
+    "blackbox",
     "clip_to_bounds",
     "cw",
+    "di_fgsm",
     "fgsm",
+    "hopskipjump",
+    "mi_fgsm",
+    "nes_pgd",
+    "occlusion",
+    "patch_attack",
     "pgd",
+    "physical",
     "project",
     "robust_accuracy",
+    "simba",
+    "spatial_attack",
+    "square",
     "threat",
+    "train_surrogate",
+    "transfer",
+    "transfer_matrix",
+    "transfer_rate",
 ]

@@ -1,0 +1,563 @@
+"""Transfer attacks: craft on a surrogate you own, then send the result to the black box.
+
+An attacker who cannot query a model enough for :mod:`labkit.attacks.blackbox` can train a
+*surrogate* (another architecture, another seed, labels bought from the target), run a white-box
+attack on it, and hope the adversarial examples *transfer*. The transfer rate from a source
+model :math:`f_s` to a target :math:`f_t` is, over the examples both classify correctly,
+
+.. math::
+
+    \\mathrm{rate}(s \\to t) = \\Pr\\big[f_t(A(f_s, x, y)) \\ne y \\;\\big|\\;
+        f_s(x) = y,\\ f_t(x) = y\\big],
+
+and for ``s = t`` it is the white-box success rate. Two classic boosters make examples transfer
+better by fitting the surrogate less: momentum (:func:`mi_fgsm`) keeps the step direction stable
+across iterations, input diversity (:func:`di_fgsm`) averages the gradient over random resizes
+and shifts of the input.
+
+* :func:`train_surrogate` trains a CNN or an MLP with its own seed, optionally on labels read
+  from the target (Papernot et al.'s black-box setting).
+* :func:`transfer_rate` and :func:`transfer_matrix` measure transfer between models.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from labkit.attacks.threat import apply_threat_model, attack_mode, bounds_of, check_attack_inputs
+from labkit.attacks.whitebox import Attack, _check_int, _check_positive, _objective, _per_example
+from labkit.contract import LabModel
+from labkit.data.base import LabData
+
+__all__ = ["TransferMatrix", "di_fgsm", "mi_fgsm", "train_surrogate", "transfer_matrix", "transfer_rate"]
+
+
+# --------------------------------------------------------------------------------------------
+# Boosters: momentum and input diversity
+# --------------------------------------------------------------------------------------------
+
+
+def _diverse(
+    x: torch.Tensor, *, prob: float, resize_rate: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Input diversity: with probability ``prob`` per example, shrink the image by a random factor in
+    ``[resize_rate, 1]`` and place it at a random position, zeros around it (differentiable)."""
+    n = x.shape[0]
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(n, 4, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    apply = u[:, 0] < prob
+    scale = torch.where(apply, resize_rate + (1 - resize_rate) * u[:, 1], torch.ones_like(u[:, 1]))
+    room = 1 - scale  # in normalised coordinates the image spans [-1, 1]
+    shift_x = torch.where(apply, room * (2 * u[:, 2] - 1), torch.zeros_like(scale))
+    shift_y = torch.where(apply, room * (2 * u[:, 3] - 1), torch.zeros_like(scale))
+    # output pixel p samples input (p - shift) / scale
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = 1 / scale
+    theta[:, 1, 1] = 1 / scale
+    theta[:, 0, 2] = -shift_x / scale
+    theta[:, 1, 2] = -shift_y / scale
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _iterative_transfer(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float | None,
+    decay: float,
+    diversity_prob: float,
+    resize_rate: float,
+    targeted: bool,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The (M-)(DI)-FGSM family: iterative L-inf steps on an accumulated, normalised gradient."""
+    steps = _check_int(steps, "steps", minimum=1)
+    alpha = None if step_size is None else _check_positive(step_size, "step_size")
+    if not (isinstance(decay, numbers.Real) and 0 <= decay):
+        raise ValueError(f"decay must be a non-negative number, got {decay!r}")
+    if not (isinstance(diversity_prob, numbers.Real) and 0 <= diversity_prob <= 1):
+        raise ValueError(f"diversity_prob must be a probability in [0, 1], got {diversity_prob!r}")
+    if not (isinstance(resize_rate, numbers.Real) and 0 < resize_rate <= 1):
+        raise ValueError(f"resize_rate must be a number in (0, 1], got {resize_rate!r}")
+    bounds = bounds_of(model)
+    with attack_mode(model, x, y, eps=eps, norm="linf", bounds=bounds, stacklevel=4):
+        if eps == 0:
+            return x.clone()
+        if diversity_prob > 0 and x.dim() != 4:
+            raise ValueError(f"input diversity needs images of shape (N, C, H, W), got {tuple(x.shape)}")
+        if alpha is None:
+            alpha = eps / steps
+        x_adv = x.clone()
+        g = torch.zeros_like(x)
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            seen = x_adv
+            if diversity_prob > 0:
+                seen = _diverse(x_adv, prob=diversity_prob, resize_rate=resize_rate, generator=generator)
+            loss = _objective(model(seen), y, targeted)
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            l1 = grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12)
+            g = decay * g + grad / _per_example(l1, grad)
+            x_adv = apply_threat_model(
+                x, x_adv.detach() + alpha * g.sign(), norm="linf", eps=eps, bounds=bounds
+            )
+        return x_adv.detach()
+
+
+def mi_fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    decay: float = 1.0,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Momentum Iterative FGSM (MI-FGSM): iterative FGSM on an accumulated gradient.
+
+    From :math:`x_0 = x` and :math:`g_0 = 0`, for ``steps`` iterations
+
+    .. math::
+
+        g_{k+1} = \\mu\\, g_k + \\frac{\\nabla_x L(f(x_k), y)}{\\lVert \\nabla_x L(f(x_k), y)\\rVert_1},
+        \\qquad x_{k+1} = \\Pi_{B_\\infty(x, \\epsilon) \\cap [0, 1]^d}\\big(x_k + \\alpha\\,
+        \\mathrm{sign}(g_{k+1})\\big),
+
+    with :math:`\\alpha = \\epsilon / T` so the last step may reach the edge of the ball. The
+    momentum :math:`\\mu` (``decay``) stabilises the direction, which overfits the source model
+    less and transfers better than PGD. Returns the last iterate (the point meant for another
+    model), not the best one for the source.
+
+    Reference: Dong, Liao, Pang, Su, Zhu, Hu and Li, "Boosting Adversarial Attacks with
+    Momentum", CVPR 2018, arXiv:1710.06081.
+
+    Parameters
+    ----------
+    model, x, y:
+        The surrogate (white-box) model, clean inputs in its valid range, ``int64`` labels
+        (the targets when ``targeted``).
+    eps:
+        L-inf budget in pixel units.
+    steps:
+        Iterations :math:`T` (one forward and backward pass each).
+    step_size:
+        :math:`\\alpha`; default ``eps / steps``.
+    decay:
+        Momentum :math:`\\mu \\ge 0`; ``0`` gives I-FGSM (the basic iterative method).
+    targeted:
+        Push towards the classes in ``y``.
+    generator:
+        Unused (deterministic); accepted for a uniform signature.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x_adv`` with the shape, dtype and device of ``x``.
+
+    Examples
+    --------
+    >>> import labkit as lk
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
+    ...     _ = net[1].bias.zero_()
+    >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
+    >>> x = torch.tensor([[[[0.6, 0.6], [0.5, 0.5]]]])      # class 1, by a margin of 0.2
+    >>> x_adv = mi_fgsm(model, x, torch.tensor([1]), eps=0.1, steps=5)
+    >>> model.predict(x_adv), round(float((x_adv - x).abs().max()), 3)
+    (tensor([0]), 0.1)
+    """
+    del generator  # deterministic
+    return _iterative_transfer(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        decay=decay,
+        diversity_prob=0.0,
+        resize_rate=1.0,
+        targeted=targeted,
+        generator=None,
+    )
+
+
+def di_fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    decay: float = 0.0,
+    diversity_prob: float = 0.5,
+    resize_rate: float = 0.9,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Diverse Inputs iterative FGSM (DI²-FGSM, with ``decay > 0`` M-DI²-FGSM).
+
+    The step of :func:`mi_fgsm`, but each gradient is taken through a random transformation
+    :math:`T` of the current point, applied with probability :math:`p`:
+
+    .. math::
+
+        g_{k+1} = \\mu\\, g_k + \\frac{\\nabla_x L(f(T(x_k)), y)}{\\lVert \\nabla_x L(f(T(x_k)), y)\\rVert_1},
+        \\qquad x_{k+1} = \\Pi\\big(x_k + \\alpha\\, \\mathrm{sign}(g_{k+1})\\big).
+
+    :math:`T` shrinks the image by a random factor in ``[resize_rate, 1]`` and puts it at a
+    random position of the frame, zeros around it: the paper's random resize and padding,
+    done with one differentiable resampling so that it also works on 8x8 images. Fitting many
+    slightly different inputs at once overfits the source less, so the examples transfer
+    better. The perturbation still lives in the untransformed input's L-inf ball.
+
+    Reference: Xie, Zhang, Zhou, Bai, Wang, Ren and Yuille, "Improving Transferability of
+    Adversarial Examples with Input Diversity", CVPR 2019, arXiv:1803.06978.
+
+    Parameters
+    ----------
+    model, x, y:
+        The surrogate model, clean images ``(N, C, H, W)`` in its valid range, ``int64``
+        labels (the targets when ``targeted``).
+    eps:
+        L-inf budget in pixel units.
+    steps:
+        Iterations (one forward and backward pass each).
+    step_size:
+        :math:`\\alpha`; default ``eps / steps``.
+    decay:
+        Momentum :math:`\\mu`; ``0`` (default) is DI²-FGSM, ``1.0`` M-DI²-FGSM.
+    diversity_prob:
+        :math:`p`, the probability of transforming the input at each step (the paper's 0.5).
+    resize_rate:
+        Smallest scale factor of the random resize.
+    targeted:
+        Push towards the classes in ``y``.
+    generator:
+        Source of the random transformations.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x_adv`` with the shape, dtype and device of ``x``.
+
+    Examples
+    --------
+    >>> import labkit as lk
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
+    ...     _ = net[1].bias.zero_()
+    >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
+    >>> x = torch.rand(8, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    >>> x_adv = di_fgsm(model, x, model.predict(x), eps=0.1, generator=torch.Generator().manual_seed(0))
+    >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
+    True
+    """
+    return _iterative_transfer(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        decay=decay,
+        diversity_prob=diversity_prob,
+        resize_rate=resize_rate,
+        targeted=targeted,
+        generator=generator,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring transfer
+# --------------------------------------------------------------------------------------------
+
+
+def _fooled(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eligible, fooled): clean-correct (targeted: not already the target) and attack success."""
+    bounds = bounds_of(model)
+    clean = check_attack_inputs(model, x, y, eps=None, norm="linf", bounds=bounds, stacklevel=3).argmax(1)
+    adv = check_attack_inputs(model, x_adv, y, eps=None, norm="linf", bounds=bounds, stacklevel=3).argmax(1)
+    if targeted:
+        return clean != y, adv == y
+    return clean == y, adv != y
+
+
+def _rate(eligible: torch.Tensor, fooled: torch.Tensor, what: str) -> float:
+    count = int(eligible.sum())
+    if count == 0:
+        raise ValueError(f"no example is {what}, so there is nothing to measure transfer on")
+    return int((eligible & fooled).sum()) / count
+
+
+def transfer_rate(
+    source: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    *,
+    targeted: bool = False,
+) -> float:
+    """Fraction of adversarial examples crafted on ``source`` that fool ``target``, in ``[0, 1]``.
+
+    ``x_adv = attack(source, x, y)``; the rate counts, among the examples that *both* models
+    classify correctly, those ``target`` misclassifies on ``x_adv`` (see the module docstring).
+    Targeted (``y`` holds the targets): among the examples neither model already assigns to
+    the target, those ``target`` sends to it. With ``source is target`` it is the white-box
+    success rate.
+
+    Parameters
+    ----------
+    source, target:
+        The surrogate the attack sees, and the model it is meant for.
+    x, y:
+        Clean inputs and ``int64`` labels (targets when ``targeted``).
+    attack:
+        Any ``(model, x, y) -> x_adv``, e.g. ``partial(mi_fgsm, eps=0.1)``.
+    targeted:
+        Measure reaching the classes in ``y`` instead of leaving them; the attack itself must be
+        targeted too (``partial(mi_fgsm, eps=0.1, targeted=True)``).
+
+    Examples
+    --------
+    >>> from functools import partial
+    >>> import labkit as lk
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
+    ...     _ = net[1].bias.zero_()
+    >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
+    >>> x = torch.rand(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    >>> y = model.predict(x)
+    >>> 0 < transfer_rate(model, model, x, y, partial(mi_fgsm, eps=0.1)) <= 1
+    True
+    """
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, got {type(attack).__name__}")
+    x_adv = attack(source, x, y)
+    if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+        got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
+        raise ValueError(f"attack returned {got}, expected a tensor of shape {tuple(x.shape)}")
+    ok_source, _ = _fooled(source, x, x, y, targeted)
+    ok_target, fooled = _fooled(target, x, x_adv, y, targeted)
+    what = "correctly classified by both models" if not targeted else "off target for both models"
+    return _rate(ok_source & ok_target, fooled, what)
+
+
+@dataclass(frozen=True)
+class TransferMatrix:
+    """Transfer rates between models: ``rates[i][j]`` from source ``names[i]`` to target ``names[j]``.
+
+    The diagonal holds the white-box success rates.
+    """
+
+    names: list[str]
+    rates: list[list[float]]
+    attack: str = "attack"
+
+    def rate(self, source: str, target: str) -> float:
+        """The rate from ``source`` to ``target`` (by name)."""
+        return self.rates[self.names.index(source)][self.names.index(target)]
+
+    def _repr_markdown_(self) -> str:
+        head = "| source \\ target | " + " | ".join(self.names) + " |"
+        lines = [head, "|---" * (len(self.names) + 1) + "|"]
+        for name, row in zip(self.names, self.rates, strict=True):
+            lines.append(f"| {name} | " + " | ".join(f"{r:.1%}" for r in row) + " |")
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Any:
+        """The matrix as a heat map, rates written in the cells."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(1.2 * len(self.names) + 2, 1.1 * len(self.names) + 1))
+        ax.imshow(self.rates, vmin=0, vmax=1, cmap="viridis")
+        ticks = range(len(self.names))
+        ax.set_xticks(ticks, self.names, rotation=30, ha="right")
+        ax.set_yticks(ticks, self.names)
+        ax.set_xlabel("target")
+        ax.set_ylabel("source (surrogate)")
+        for i, row in enumerate(self.rates):
+            for j, r in enumerate(row):
+                ax.text(j, i, f"{r:.0%}", ha="center", va="center", color="white" if r < 0.6 else "black")
+        ax.set_title(f"transfer rate, {self.attack}")
+        ax.figure.tight_layout()
+        return ax.figure
+
+
+def transfer_matrix(
+    models: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    *,
+    targeted: bool = False,
+    name: str | None = None,
+) -> TransferMatrix:
+    """Transfer rates between every pair of ``models``, crafting once per source.
+
+    Entry ``(i, j)`` is :func:`transfer_rate` from model ``i`` to model ``j``, computed over the
+    examples that both classify correctly (so each entry has its own denominator).
+
+    Examples
+    --------
+    >>> from functools import partial
+    >>> import labkit as lk
+    >>> nets = [nn.Sequential(nn.Flatten(), nn.Linear(4, 2)) for _ in range(2)]
+    >>> with torch.no_grad():
+    ...     for net, sign in zip(nets, (1.0, 2.0)):
+    ...         _ = net[1].weight.copy_(sign * torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
+    ...         _ = net[1].bias.zero_()
+    >>> models = {f"m{i}": lk.LabModel(n, input_shape=(1, 2, 2), num_classes=2).eval()
+    ...           for i, n in enumerate(nets)}
+    >>> x = torch.rand(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    >>> y = models["m0"].predict(x)
+    >>> matrix = transfer_matrix(models, x, y, partial(mi_fgsm, eps=0.1))
+    >>> matrix.names, matrix.rate("m0", "m1") == matrix.rate("m0", "m0")
+    (['m0', 'm1'], True)
+    """
+    if not isinstance(models, Mapping) or len(models) == 0:
+        raise ValueError(
+            "models must be a non-empty mapping of names to models, e.g. {'cnn': cnn, 'mlp': mlp}"
+        )
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, got {type(attack).__name__}")
+    names = list(models)
+    eligible = {k: _fooled(m, x, x, y, targeted)[0] for k, m in models.items()}
+    rates: list[list[float]] = []
+    what = "correctly classified by both models" if not targeted else "off target for both models"
+    for source in names:
+        x_adv = attack(models[source], x, y)
+        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+            raise ValueError(f"attack returned something other than a tensor of shape {tuple(x.shape)}")
+        row = []
+        for target in names:
+            _, fooled = _fooled(models[target], x, x_adv, y, targeted)
+            row.append(_rate(eligible[source] & eligible[target], fooled, f"{what} ({source}, {target})"))
+        rates.append(row)
+    label = (
+        name
+        or getattr(attack, "__name__", None)
+        or getattr(getattr(attack, "func", None), "__name__", "attack")
+    )
+    return TransferMatrix(names=names, rates=rates, attack=str(label))
+
+
+# --------------------------------------------------------------------------------------------
+# Surrogates
+# --------------------------------------------------------------------------------------------
+
+
+def train_surrogate(
+    data: LabData,
+    *,
+    family: Literal["cnn", "mlp"] = "cnn",
+    seed: int = 1,
+    epochs: int = 10,
+    width: int = 16,
+    hidden: tuple[int, ...] = (256, 128),
+    labels_from: nn.Module | None = None,
+    lr: float = 2e-3,
+    progress: bool = False,
+) -> LabModel:
+    """Train a surrogate model to craft transfer attacks on.
+
+    A surrogate differs from the target in what the attacker controls: the architecture
+    (``family``), the random seed, and the labels. With ``labels_from`` the training labels
+    are the target's own predictions on ``data.x``, which costs one query per training input:
+    the attacker needs no labelled data, only access to the target's top label (Papernot et
+    al., "Practical Black-Box Attacks against Machine Learning", arXiv:1602.02697, without
+    their Jacobian data augmentation).
+
+    Parameters
+    ----------
+    data:
+        Training images, e.g. ``labkit.data.load("digits", split="train")``.
+    family:
+        ``"cnn"``: :class:`~labkit.models.SmallCNN` of the given ``width``; ``"mlp"``: a
+        multi-layer perceptron on the flattened pixels with layers ``hidden``.
+    seed:
+        Seed of the initialisation, dropout and shuffling; the global random state is left alone.
+    epochs, lr:
+        Training length and Adam's learning rate (one-cycle schedule).
+    width, hidden:
+        Size of the CNN or of the MLP.
+    labels_from:
+        A model whose predictions replace ``data.y`` (the black-box setting).
+    progress:
+        Show a progress bar.
+
+    Returns
+    -------
+    LabModel
+        The trained surrogate in eval mode, normalisation inside, ``meta["family"]`` and
+        ``meta["seed"]`` set.
+    """
+    from labkit.models.nets import MLP, SmallCNN
+    from labkit.models.training import predict, train
+
+    if family not in ("cnn", "mlp"):
+        raise ValueError(f"family must be 'cnn' or 'mlp', got {family!r}")
+    if not isinstance(data, LabData) or not data.is_image:
+        raise TypeError("data must be an image LabData, e.g. labkit.data.load('digits', split='train')")
+    seed = _check_int(seed, "seed", minimum=0)
+    epochs = _check_int(epochs, "epochs", minimum=1)
+    if labels_from is not None:
+        labels = predict(labels_from, data.x)
+        data = LabData(
+            name=data.name,
+            split=data.split,
+            x=data.x,
+            y=labels.to(data.y.device),
+            classes=list(data.classes),
+            info={**data.info, "labels_from": type(labels_from).__name__},
+        )
+    shape = data.input_shape
+    mean, std = data.stats()
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation and dropout, global RNG untouched
+        torch.manual_seed(seed)
+        if family == "cnn":
+            net: nn.Module = SmallCNN(shape[0], data.num_classes, image_size=shape[-1], width=width)
+        else:
+            net = nn.Sequential(nn.Flatten(), MLP(math.prod(shape), data.num_classes, hidden=hidden))
+        model = LabModel(
+            net, input_shape=shape, num_classes=data.num_classes, mean=mean, std=std, class_names=data.classes
+        )
+        train(
+            model,
+            data,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=5e-4,
+            generator=torch.Generator().manual_seed(seed),
+            progress=progress,
+        )
+    model.meta = {
+        "family": family,
+        "seed": seed,
+        "epochs": epochs,
+        "labels_from_target": labels_from is not None,
+    }
+    return model.eval()
