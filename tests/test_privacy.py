@@ -87,6 +87,19 @@ def test_accountant_behaves_like_a_privacy_budget() -> None:
         eps(sample_rate=1.5)
 
 
+def test_accountant_reuses_the_per_step_rdp() -> None:
+    """Epsilon after every epoch (same q and sigma) reuses the per-step RDP instead of recomputing it."""
+    from labkit.privacy import accounting
+
+    accounting._rdp_one.cache_clear()
+    first = Pv.dp_sgd_epsilon(sample_rate=0.2, noise_multiplier=1.2, steps=5, delta=1e-5)
+    later = Pv.dp_sgd_epsilon(sample_rate=0.2, noise_multiplier=1.2, steps=75, delta=1e-5)
+    assert accounting._rdp_one.cache_info().hits >= len(Pv.DEFAULT_ORDERS)
+    fresh = [75 * accounting._rdp_one.__wrapped__(0.2, 1.2, a) for a in Pv.DEFAULT_ORDERS]
+    assert later == pytest.approx(Pv.rdp_to_epsilon(fresh, delta=1e-5)[0], rel=1e-12)
+    assert later > first
+
+
 # ---------------------------------------------------------------------------- DP-SGD pieces
 
 
