@@ -48,6 +48,7 @@ def test_train_learns_digits_and_leaves_eval_mode() -> None:
     history = lk.models.train(model, data, epochs=3, lr=3e-3, val=test, progress=False)
     after = lk.models.accuracy(model, test)
     assert not model.training
+    assert all(p.grad is None for p in model.parameters()), "train must not leave gradients on the model"
     assert len(history) == 3 and history["val_acc"][-1] == pytest.approx(after)
     assert after > 0.8 > before + 0.3, f"training should help: {before:.2f} -> {after:.2f}"
     assert history["loss"][-1] < history["loss"][0]

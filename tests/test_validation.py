@@ -228,6 +228,8 @@ def test_transactions_model_card(fraud_model: lk.LabModel) -> None:
     assert status["stress_auc"] == "pass" and card.metrics["stress_auc"] < card.metrics["roc_auc"]
     md = card.to_markdown()
     assert "transactions-mlp" in md and "## Fairness by group" in md and "age group" in md
+    sizes = {int(r["n"]) for r in card.details["fairness"]["groups"].values()}
+    assert all(f"| {n} |" in md for n in sizes), "group sizes are counts, shown without decimals"
     assert "accuracy says little here" in md  # 1.5 % fraud
 
 

@@ -206,6 +206,7 @@ def train(
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "train_acc", "val_acc")})
     finally:
         model.eval()
+        optimiser.zero_grad(set_to_none=True)  # hand the model back without stale gradients
         if isinstance(model, LabModel) and checked is not None:
             model.check_inputs = checked
     return history

@@ -226,7 +226,8 @@ class ModelCard:
         if "fairness" in d:
             f = d["fairness"]
             rows = [
-                [g, r["n"], r["selection_rate"], r.get("tpr", float("nan"))] for g, r in f["groups"].items()
+                [g, int(r["n"]), r["selection_rate"], r.get("tpr", float("nan"))]
+                for g, r in f["groups"].items()
             ]
             text = (
                 f"Sensitive attribute: {f['attribute']}; positive class {f['positive']}; "
