@@ -103,6 +103,10 @@ def test_monitor_alerts_on_drifted_transactions_and_stays_quiet_at_zero_drift(
     matplotlib.use("Agg")
     fig = monitor.plot()
     assert len(fig.axes) == 4  # KS, PSI, output test, output PSI
+    import matplotlib.pyplot as plt
+
+    _, grid = plt.subplots(4, 1)  # the numpy array plt.subplots returns is accepted as it is
+    assert monitor.plot(axes=grid) is grid[0].figure
 
 
 def test_ks_false_alarm_rate_is_controlled() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from labkit.data.base import LabData
@@ -414,7 +415,7 @@ class DriftMonitor:
             )
             axes = list(axes[:, 0])
         else:
-            axes = list(axes) if isinstance(axes, Sequence) else [axes]
+            axes = list(np.ravel(axes)) if isinstance(axes, Sequence | np.ndarray) else [axes]
             fig = axes[0].figure
         steps = [s.step for s in self.history]
         for ax, metric in zip(axes, panels, strict=False):
