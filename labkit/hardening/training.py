@@ -1,0 +1,745 @@
+"""Adversarial training: one loop that trains on whatever an attack returns.
+
+Madry et al. cast robustness as a saddle-point problem,
+
+.. math::
+
+    \\min_\\theta \\; \\mathbb{E}_{(x, y)} \\Big[ \\max_{\\lVert \\delta \\rVert_\\infty \\le \\epsilon}
+    L\\big(f_\\theta(x + \\delta), y\\big) \\Big],
+
+and solve the inner maximisation approximately with an attack on every training batch.
+:func:`adversarial_training` is that loop for *any* attack callable ``(model, x, y) -> x_adv``;
+the recipes bind the attack and the loss:
+
+* :func:`pgd_at`: PGD adversarial training (Madry et al., arXiv:1706.06083).
+* :func:`fast_at`: FGSM from a random start, "fast is better than free" (Wong, Rice and
+  Kolter, arXiv:2001.03994), with detection of *catastrophic overfitting*: PGD robust accuracy
+  on a held-out batch collapsing while FGSM accuracy stays high.
+* :func:`trades`: TRADES (Zhang et al., arXiv:1901.08573), a clean loss plus
+  :math:`\\beta` times the KL divergence between clean and adversarial predictions.
+
+The training attacks (:func:`pgd_train_attack`, :func:`fgsm_rs_attack`,
+:func:`trades_attack`) skip the per-call validation of :mod:`labkit.attacks` (the loop has
+checked the data once) and return the last iterate, but go through the same threat model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from labkit.attacks.threat import Norm, apply_threat_model, bounds_of, check_eps
+from labkit.attacks.whitebox import Attack, _direction, _random_delta
+from labkit.contract import LabModel, TrainModeWarning
+from labkit.data.base import LabData
+from labkit.models.training import History
+from labkit.utils import check_images, eval_mode
+
+__all__ = [
+    "AdversarialHistory",
+    "CatastrophicOverfittingWarning",
+    "adversarial_training",
+    "fast_at",
+    "fgsm_rs_attack",
+    "pgd_at",
+    "pgd_train_attack",
+    "trades",
+    "trades_attack",
+]
+
+Loss = Literal["ce", "trades"]
+
+
+class CatastrophicOverfittingWarning(UserWarning):
+    """Robust accuracy against PGD collapsed during single-step adversarial training."""
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _check_number(value: object, name: str, *, low: float = 0.0, strict: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or (number <= low if strict else number < low):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value!r}")
+    return number
+
+
+def _check_fraction(value: object, name: str) -> float:
+    number = _check_number(value, name, strict=False)
+    if number > 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return number
+
+
+# --------------------------------------------------------------------------------------------
+# Training attacks: lean, last iterate, threat model from labkit.attacks.threat
+# --------------------------------------------------------------------------------------------
+
+
+def _grad_of(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def pgd_train_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 7,
+    step_size: float | None = None,
+    norm: Norm = "linf",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """PGD for training loops: ``steps`` projected steps on the cross-entropy, last iterate.
+
+    The same update and threat model as :func:`labkit.attacks.pgd` (default step
+    :math:`2.5\\epsilon/\\text{steps}`), without validating its arguments or keeping the best
+    point: the loop checked the data once and only needs a hard example, fast. The model runs
+    in whatever mode the caller left it in; its parameters receive no ``.grad``.
+
+    Examples
+    --------
+    >>> import labkit as lk
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
+    >>> x = torch.rand(8, 1, 2, 2)
+    >>> x_adv = pgd_train_attack(model, x, model.predict(x), eps=0.1, steps=3)
+    >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
+    True
+    """
+    if eps == 0 or steps == 0:
+        return x.detach().clone()
+    bounds = bounds_of(model)
+    alpha = step_size if step_size is not None else 2.5 * eps / steps
+    x = x.detach()
+    x_adv = x
+    if random_start:
+        x_adv = apply_threat_model(
+            x,
+            x + _random_delta(x, norm=norm, eps=eps, generator=generator),
+            norm=norm,
+            eps=eps,
+            bounds=bounds,
+        )
+    with torch.enable_grad():
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+            grad = _grad_of(loss, x_adv)
+            x_adv = apply_threat_model(
+                x, x_adv.detach() + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
+            )
+    return x_adv.detach()
+
+
+def fgsm_rs_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float | None = None,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """FGSM from a uniform random start in the L-inf ball, step ``step_size`` (default :math:`1.25\\epsilon`).
+
+    .. math::
+
+        \\delta_0 \\sim U[-\\epsilon, \\epsilon]^d, \\qquad
+        x' = \\Pi_{B_\\infty(x, \\epsilon) \\cap [0,1]^d}\\big(x + \\delta_0 + \\alpha\\,
+        \\mathrm{sign}\\, \\nabla_x L(f(x + \\delta_0), y)\\big)
+
+    Wong et al. found :math:`\\alpha = 1.25\\epsilon` works and that larger steps (around
+    :math:`2\\epsilon` on CIFAR-10) bring catastrophic overfitting.
+
+    Reference: Wong, Rice and Kolter, "Fast is better than free: Revisiting adversarial
+    training", ICLR 2020, arXiv:2001.03994.
+    """
+    alpha = step_size if step_size is not None else 1.25 * eps
+    return pgd_train_attack(
+        model, x, y, eps=eps, steps=1, step_size=alpha, random_start=random_start, generator=generator
+    )
+
+
+def trades_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 7,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """TRADES' inner maximisation: PGD on :math:`\\mathrm{KL}(f(x) \\,\\|\\, f(x'))`, labels unused.
+
+    Starts at :math:`x + 0.001\\, \\mathcal{N}(0, I)` and takes ``steps`` signed steps (default
+    size :math:`2.5\\epsilon/\\text{steps}`) in the L-inf ball.
+
+    Reference: Zhang, Yu, Jiao, Xing, El Ghaoui and Jordan, "Theoretically Principled Trade-off
+    between Robustness and Accuracy", ICML 2019, arXiv:1901.08573.
+    """
+    del y  # TRADES pushes away from the model's own clean prediction
+    if eps == 0 or steps == 0:
+        return x.detach().clone()
+    bounds = bounds_of(model)
+    alpha = step_size if step_size is not None else 2.5 * eps / steps
+    x = x.detach()
+    with torch.no_grad():
+        p_clean = model(x).softmax(dim=1)
+    device = generator.device if generator is not None else x.device
+    start = 0.001 * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    x_adv = apply_threat_model(x, x + start, norm="linf", eps=eps, bounds=bounds)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            kl = F.kl_div(model(x_adv).log_softmax(dim=1), p_clean, reduction="sum")
+            grad = _grad_of(kl, x_adv)
+            x_adv = apply_threat_model(
+                x, x_adv.detach() + alpha * grad.sign(), norm="linf", eps=eps, bounds=bounds
+            )
+    return x_adv.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# History
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdversarialHistory(History):
+    """One row per epoch of adversarial training, a table and a plot.
+
+    Columns: ``epoch``, ``loss``, ``train_acc`` (on the clean training batches),
+    ``train_adv_acc`` (on the examples the training attack made), ``clean_acc`` and
+    ``robust_acc`` (on the held-out monitor batch, against ``monitor_attack``), ``lr`` and
+    ``seconds``. ``overfit_epoch`` is the epoch at which catastrophic overfitting was detected
+    (``None`` if never) and ``restored_epoch`` the epoch whose weights were kept.
+    """
+
+    overfit_epoch: int | None = None
+    restored_epoch: int | None = None
+    train_seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def catastrophic_overfitting(self) -> bool:
+        """Whether robust accuracy collapsed during training (see :func:`adversarial_training`)."""
+        return self.overfit_epoch is not None
+
+    def _repr_markdown_(self) -> str:
+        table = super()._repr_markdown_()
+        lines = [table, "", f"training time: {self.train_seconds:.1f} s"]
+        if self.overfit_epoch is not None:
+            lines.append(
+                f"**catastrophic overfitting at epoch {self.overfit_epoch}**: robust accuracy "
+                f"collapsed; weights of epoch {self.restored_epoch} kept"
+            )
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Clean and robust accuracy on the monitor batch per epoch (and on the training batches)."""
+        from labkit.plot import curves
+
+        if not self.rows:
+            raise ValueError("no epochs to plot")
+        keys = [k for k in ("clean_acc", "robust_acc", "train_acc", "train_adv_acc") if k in self.rows[0]]
+        fig = curves(
+            self["epoch"],
+            {k: self[k] for k in keys},
+            xlabel="epoch",
+            ylabel="accuracy",
+            title="adversarial training",
+            ax=ax,
+        )
+        if self.overfit_epoch is not None:
+            fig.axes[0].axvline(self.overfit_epoch, color="crimson", linestyle="--", alpha=0.6)
+        return fig
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def _fresh_seed(gen: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+
+
+def adversarial_training(
+    model: nn.Module,
+    data: LabData,
+    *,
+    attack: Attack,
+    epochs: int,
+    loss: Loss = "ce",
+    beta: float = 6.0,
+    clean_weight: float = 0.0,
+    lr: float = 2e-3,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    val: LabData | None = None,
+    monitor_attack: Attack | None = None,
+    monitor_size: int = 256,
+    overfit_drop: float | None = 0.2,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> AdversarialHistory:
+    """Train ``model`` on adversarial examples from ``attack``, crafted afresh for every batch.
+
+    Each step draws a batch :math:`(x, y)`, runs ``x_adv = attack(model, x, y)`` with the model
+    in eval mode, then takes an Adam step (one-cycle learning-rate schedule, as
+    :func:`labkit.models.train`) on
+
+    * ``loss="ce"``: :math:`(1 - w)\\, L(f(x_{adv}), y) + w\\, L(f(x), y)` with
+      :math:`w` = ``clean_weight`` (0 for Madry et al., 0.5 for Goodfellow et al. and
+      ensemble adversarial training);
+    * ``loss="trades"``: :math:`L(f(x), y) + \\beta\\, \\mathrm{KL}(f(x) \\,\\|\\, f(x_{adv}))`
+      (pair it with :func:`trades_attack`).
+
+    After every epoch it measures clean and robust accuracy (against ``monitor_attack``,
+    default ``attack``) on a held-out monitor batch: the first ``monitor_size`` examples of
+    ``val``, else of ``data``. If robust accuracy falls more than ``overfit_drop`` below its
+    best so far, that is *catastrophic overfitting* (Wong et al.): a
+    :class:`CatastrophicOverfittingWarning` is raised, ``history.overfit_epoch`` set and, with
+    ``early_stop``, training stops and the best epoch's weights are restored.
+
+    The model is trained in place and left in eval mode; ``data`` is not modified. Host
+    synchronisations happen once per epoch, not per batch.
+
+    Parameters
+    ----------
+    model:
+        A classifier returning logits, usually a :class:`~labkit.LabModel` (then ``data.x`` is
+        checked against its input shape and range once).
+    data:
+        Training data.
+    attack:
+        Any ``(model, x, y) -> x_adv``: :func:`pgd_train_attack`, :func:`fgsm_rs_attack`,
+        :func:`trades_attack` with their settings bound by ``functools.partial``, or any attack
+        of :mod:`labkit.attacks`.
+    epochs, lr, batch_size, weight_decay:
+        Optimisation settings.
+    loss:
+        ``"ce"`` or ``"trades"``.
+    beta:
+        TRADES' weight on the KL term (``loss="trades"`` only).
+    clean_weight:
+        Weight ``w`` in ``[0, 1]`` of the clean loss (``loss="ce"`` only).
+    val:
+        Held-out data for the monitor batch.
+    monitor_attack:
+        Attack for the per-epoch robust accuracy; use PGD when training with FGSM.
+    monitor_size:
+        Examples in the monitor batch (0 turns monitoring off).
+    overfit_drop:
+        Drop in robust accuracy, below the best epoch's, that counts as catastrophic
+        overfitting; ``None`` turns detection off.
+    early_stop:
+        On catastrophic overfitting, stop and restore the best epoch's weights.
+    generator:
+        Source of the shuffling (and of the attacks' randomness when the recipes bind it);
+        dropout is seeded from it too, so a run is reproducible. The global RNG is untouched.
+    progress:
+        Show a progress bar with clean and robust accuracy per epoch.
+
+    Returns
+    -------
+    AdversarialHistory
+        One row per epoch; ``.plot()`` draws clean and robust accuracy.
+
+    Examples
+    --------
+    >>> from functools import partial
+    >>> import labkit as lk
+    >>> data = lk.data.load("digits", split="train", n=64)
+    >>> model = lk.models.build("digits-cnn", data)
+    >>> attack = partial(lk.attacks.pgd, eps=0.1, steps=2)          # any attack plugs in
+    >>> history = adversarial_training(model, data, attack=attack, epochs=1, clean_weight=0.5,
+    ...                                progress=False)
+    >>> [k for k in history.final if k.endswith("acc")]
+    ['train_acc', 'train_adv_acc', 'clean_acc', 'robust_acc']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(data, LabData):
+        raise TypeError(f"data must be a LabData (from labkit.data.load), got {type(data).__name__}")
+    if not callable(attack):
+        raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, got {type(attack).__name__}")
+    if monitor_attack is not None and not callable(monitor_attack):
+        raise TypeError(f"monitor_attack must be a callable or None, got {type(monitor_attack).__name__}")
+    epochs = _check_int(epochs, "epochs", minimum=1)
+    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    monitor_size = _check_int(monitor_size, "monitor_size", minimum=0)
+    lr = _check_number(lr, "lr")
+    weight_decay = _check_number(weight_decay, "weight_decay", strict=False)
+    if loss not in ("ce", "trades"):
+        raise ValueError(f"loss must be 'ce' or 'trades', got {loss!r}")
+    beta = _check_number(beta, "beta", strict=False)
+    clean_weight = _check_fraction(clean_weight, "clean_weight")
+    if overfit_drop is not None:
+        overfit_drop = _check_fraction(overfit_drop, "overfit_drop")
+    if val is not None and not isinstance(val, LabData):
+        raise TypeError(f"val must be a LabData or None, got {type(val).__name__}")
+    if isinstance(model, LabModel):
+        check_images(data.x, name="data.x", shape=model.input_shape, value_range=model.value_range)
+    if len(data) == 0:
+        raise ValueError("data is empty")
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    monitor_attack = monitor_attack if monitor_attack is not None else attack
+    source = val if val is not None else data
+    n_mon = min(monitor_size, len(source))
+    x_mon = source.x[:n_mon].to(device)
+    y_mon = source.y[:n_mon].to(device)
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(data) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
+    )
+    history = AdversarialHistory()
+    best_robust = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int | None = None
+    bar = tqdm(range(1, epochs + 1), desc="adversarial training", unit="epoch", disable=not progress)
+    checked = model.check_inputs if isinstance(model, LabModel) else None
+    fork_devices = [device] if device.type == "cuda" else []
+    started = time.perf_counter()
+    try:
+        if isinstance(model, LabModel):
+            model.check_inputs = False  # the whole data set was checked above
+        with torch.random.fork_rng(devices=fork_devices), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrainModeWarning)
+            torch.manual_seed(_fresh_seed(gen))  # dropout: reproducible, global RNG restored
+            for epoch in bar:
+                start = time.perf_counter()
+                order = torch.randperm(len(data), generator=gen)
+                total_loss = torch.zeros((), device=device)
+                correct = torch.zeros((), device=device)
+                correct_adv = torch.zeros((), device=device)
+                for i in range(0, len(data), batch_size):
+                    idx = order[i : i + batch_size]
+                    xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+                    model.eval()
+                    x_adv = attack(model, xb, yb).detach()
+                    model.train()
+                    if loss == "trades":
+                        logits = model(xb)
+                        logits_adv = model(x_adv)
+                        kl = F.kl_div(
+                            logits_adv.log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean"
+                        )
+                        objective = F.cross_entropy(logits, yb) + beta * kl
+                    elif clean_weight > 0:
+                        both = model(torch.cat([x_adv, xb]))
+                        logits_adv, logits = both[: len(idx)], both[len(idx) :]
+                        objective = (1 - clean_weight) * F.cross_entropy(
+                            logits_adv, yb
+                        ) + clean_weight * F.cross_entropy(logits, yb)
+                    else:
+                        logits_adv = model(x_adv)
+                        logits = logits_adv  # clean accuracy per batch is not measured then
+                        objective = F.cross_entropy(logits_adv, yb)
+                    optimiser.zero_grad(set_to_none=True)
+                    objective.backward()
+                    optimiser.step()
+                    schedule.step()
+                    total_loss += objective.detach() * len(idx)
+                    correct_adv += (logits_adv.detach().argmax(1) == yb).sum()
+                    if logits is not logits_adv:
+                        correct += (logits.detach().argmax(1) == yb).sum()
+                model.eval()
+                row: dict[str, float] = {"epoch": epoch, "loss": float(total_loss) / len(data)}
+                if loss == "trades" or clean_weight > 0:
+                    row["train_acc"] = float(correct) / len(data)
+                row["train_adv_acc"] = float(correct_adv) / len(data)
+                robust = math.nan
+                if n_mon:
+                    clean, robust = _monitor(model, x_mon, y_mon, monitor_attack)
+                    row["clean_acc"], row["robust_acc"] = clean, robust
+                row["lr"] = float(schedule.get_last_lr()[0])
+                row["seconds"] = time.perf_counter() - start
+                history.rows.append(row)
+                bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "clean_acc", "robust_acc") if k in row})
+                if n_mon and not math.isnan(robust):
+                    if overfit_drop is not None and robust < best_robust - overfit_drop:
+                        history.overfit_epoch = epoch
+                        warnings.warn(
+                            f"catastrophic overfitting at epoch {epoch}: robust accuracy on the monitor "
+                            f"batch fell from {best_robust:.1%} (epoch {best_epoch}) to {robust:.1%}. "
+                            + (
+                                f"Stopping and restoring the weights of epoch {best_epoch}. "
+                                if early_stop
+                                else ""
+                            )
+                            + "Use a smaller FGSM step (1.25*eps), more PGD steps, or a shorter schedule.",
+                            CatastrophicOverfittingWarning,
+                            stacklevel=2,
+                        )
+                        if early_stop:
+                            break
+                    if robust > best_robust:
+                        best_robust, best_epoch = robust, epoch
+                        if overfit_drop is not None and early_stop:
+                            best_state = copy.deepcopy(model.state_dict())
+    finally:
+        model.eval()
+        if isinstance(model, LabModel) and checked is not None:
+            model.check_inputs = checked
+    if history.overfit_epoch is not None and early_stop and best_state is not None:
+        model.load_state_dict(best_state)
+        history.restored_epoch = best_epoch
+    history.train_seconds = time.perf_counter() - started
+    return history
+
+
+def _monitor(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack) -> tuple[float, float]:
+    """Clean and robust accuracy on the monitor batch (one host sync)."""
+    with eval_mode(model):
+        x_adv = attack(model, x, y)
+        with torch.no_grad():
+            clean_ok = model(x).argmax(1) == y
+            adv_ok = model(x_adv).argmax(1) == y
+    stats = torch.stack([clean_ok.float().mean(), (clean_ok & adv_ok).float().mean()]).tolist()
+    return stats[0], stats[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes
+# --------------------------------------------------------------------------------------------
+
+
+def _monitor_pgd(eps: float, generator: torch.Generator) -> Attack:
+    return partial(pgd_train_attack, eps=eps, steps=10, generator=generator)
+
+
+def _gen(generator: torch.Generator | None) -> torch.Generator:
+    return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
+def pgd_at(
+    model: nn.Module,
+    data: LabData,
+    *,
+    eps: float,
+    epochs: int = 10,
+    steps: int = 5,
+    step_size: float | None = None,
+    norm: Norm = "linf",
+    lr: float = 2e-3,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    val: LabData | None = None,
+    monitor_size: int = 256,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> AdversarialHistory:
+    """PGD adversarial training (Madry et al.): train only on PGD examples at radius ``eps``.
+
+    Reference: Madry, Makelov, Schmidt, Tsipras and Vladu, "Towards Deep Learning Models
+    Resistant to Adversarial Attacks", ICLR 2018, arXiv:1706.06083.
+
+    Parameters
+    ----------
+    model, data:
+        As in :func:`adversarial_training`; build a fresh model with
+        ``labkit.models.build("digits-cnn", data)`` or fine-tune a trained one.
+    eps, norm:
+        The threat model trained against, in pixel units.
+    steps, step_size:
+        PGD iterations per batch and their size (default :math:`2.5\\epsilon/\\text{steps}`).
+    epochs, lr, batch_size, weight_decay, val, monitor_size, generator, progress:
+        As in :func:`adversarial_training`; the monitor attack is PGD-10.
+
+    Examples
+    --------
+    >>> import labkit as lk
+    >>> data = lk.data.load("digits", split="train", n=64)
+    >>> model = lk.models.build("digits-cnn", data)
+    >>> history = pgd_at(model, data, eps=0.1, epochs=1, steps=2, progress=False)
+    >>> sorted(history.final)[:3], model.training
+    (['clean_acc', 'epoch', 'loss'], False)
+    """
+    eps = check_eps(eps)
+    steps = _check_int(steps, "steps", minimum=1)
+    gen = _gen(generator)
+    attack = partial(pgd_train_attack, eps=eps, steps=steps, step_size=step_size, norm=norm, generator=gen)
+    monitor = partial(pgd_train_attack, eps=eps, steps=10, norm=norm, generator=gen)
+    history = adversarial_training(
+        model,
+        data,
+        attack=attack,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        val=val,
+        monitor_attack=monitor,
+        monitor_size=monitor_size,
+        overfit_drop=None,
+        generator=gen,
+        progress=progress,
+    )
+    history.notes.update({"method": "PGD-AT", "eps": eps, "steps": steps, "norm": norm})
+    _tag(model, {"defense": "PGD adversarial training", "eps": eps, "norm": norm})
+    return history
+
+
+def fast_at(
+    model: nn.Module,
+    data: LabData,
+    *,
+    eps: float,
+    epochs: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    lr: float = 2e-3,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    val: LabData | None = None,
+    monitor_size: int = 256,
+    overfit_drop: float | None = 0.2,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> AdversarialHistory:
+    """FGSM adversarial training from a random start ("fast is better than free").
+
+    One gradient step per batch (:func:`fgsm_rs_attack`, step :math:`1.25\\epsilon` by default)
+    instead of PGD's several, so each epoch costs about as much as two of standard training.
+    With too large a step (or no random start) the model can learn to defeat FGSM alone:
+    *catastrophic overfitting*, PGD accuracy collapsing within an epoch. The loop watches PGD-10
+    accuracy on the monitor batch and, when it drops more than ``overfit_drop`` below its best,
+    warns, stops and restores the best epoch (``early_stop``).
+
+    Reference: Wong, Rice and Kolter, ICLR 2020, arXiv:2001.03994.
+
+    Examples
+    --------
+    >>> import labkit as lk
+    >>> data = lk.data.load("digits", split="train", n=64)
+    >>> model = lk.models.build("digits-cnn", data)
+    >>> fast_at(model, data, eps=0.1, epochs=1, progress=False).catastrophic_overfitting
+    False
+    """
+    eps = check_eps(eps)
+    gen = _gen(generator)
+    alpha = 1.25 * eps if step_size is None else _check_number(step_size, "step_size")
+    attack = partial(fgsm_rs_attack, eps=eps, step_size=alpha, random_start=random_start, generator=gen)
+    history = adversarial_training(
+        model,
+        data,
+        attack=attack,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        val=val,
+        monitor_attack=_monitor_pgd(eps, gen),
+        monitor_size=monitor_size,
+        overfit_drop=overfit_drop,
+        early_stop=early_stop,
+        generator=gen,
+        progress=progress,
+    )
+    history.notes.update({"method": "FGSM-RS", "eps": eps, "step_size": alpha, "random_start": random_start})
+    _tag(model, {"defense": "FGSM-RS adversarial training", "eps": eps, "norm": "linf"})
+    return history
+
+
+def trades(
+    model: nn.Module,
+    data: LabData,
+    *,
+    eps: float,
+    beta: float = 6.0,
+    epochs: int = 10,
+    steps: int = 5,
+    step_size: float | None = None,
+    lr: float = 2e-3,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    val: LabData | None = None,
+    monitor_size: int = 256,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> AdversarialHistory:
+    """TRADES: clean cross-entropy plus ``beta`` times the KL between clean and adversarial outputs.
+
+    .. math::
+
+        \\min_\\theta \\; \\mathbb{E}\\Big[ L(f(x), y) + \\beta \\max_{\\lVert x' - x \\rVert_\\infty
+        \\le \\epsilon} \\mathrm{KL}\\big(f(x) \\,\\|\\, f(x')\\big) \\Big]
+
+    ``beta`` trades clean accuracy (small) for robustness (large); the paper uses 6.
+
+    Reference: Zhang et al., ICML 2019, arXiv:1901.08573.
+
+    Examples
+    --------
+    >>> import labkit as lk
+    >>> data = lk.data.load("digits", split="train", n=64)
+    >>> model = lk.models.build("digits-cnn", data)
+    >>> len(trades(model, data, eps=0.1, epochs=1, steps=2, progress=False))
+    1
+    """
+    eps = check_eps(eps)
+    steps = _check_int(steps, "steps", minimum=1)
+    gen = _gen(generator)
+    attack = partial(trades_attack, eps=eps, steps=steps, step_size=step_size, generator=gen)
+    history = adversarial_training(
+        model,
+        data,
+        attack=attack,
+        epochs=epochs,
+        loss="trades",
+        beta=beta,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        val=val,
+        monitor_attack=_monitor_pgd(eps, gen),
+        monitor_size=monitor_size,
+        overfit_drop=None,
+        generator=gen,
+        progress=progress,
+    )
+    history.notes.update({"method": "TRADES", "eps": eps, "beta": beta, "steps": steps})
+    _tag(model, {"defense": f"TRADES (beta={beta:g})", "eps": eps, "norm": "linf"})
+    return history
+
+
+def _tag(model: nn.Module, meta: dict[str, Any]) -> None:
+    if isinstance(model, LabModel):
+        model.meta = {**model.meta, **meta}
