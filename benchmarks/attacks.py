@@ -12,9 +12,9 @@ the same batch, written out directly, and prints each side's overhead over it. G
 slower than torchattacks (ratio >= 1 within timing noise), PGD overhead within 15%.
 
 torchattacks gets its own copy of each model (its CW calls ``.backward()`` and would leave
-gradients on labkit's). labkit's PGD also validates its inputs once, scores the clean batch and
-the last iterate (two extra forward passes) to return the best point per example; that is part
-of what the overhead column measures.
+gradients on labkit's). labkit's PGD also validates its inputs once and scores the last iterate
+(one extra forward pass) to return the best point per example; that is part of what the overhead
+column measures.
 """
 
 from __future__ import annotations

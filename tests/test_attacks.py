@@ -394,3 +394,18 @@ def test_probability_outputs_are_detected(case: Case, tiny_model: lk.LabModel, b
     ).eval()
     with pytest.warns(ProbabilityOutputWarning, match="probabilities"):
         run(case, softmax_model, x, y)
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_pgd_validates_logits_without_a_clean_pass(steps: int, tiny_model: lk.LabModel, batch: Any) -> None:
+    """PGD skips the clean forward pass, so its first pass must still catch probabilities and NaN."""
+    x, y = batch
+    softmax_model = nn.Sequential(tiny_model.net, nn.Softmax(dim=1)).eval()
+    with pytest.warns(ProbabilityOutputWarning) as record:
+        attacks.pgd(softmax_model, x, y, eps=0.1, steps=steps)
+    assert record[0].filename == __file__, "the warning should point at the caller's line"
+    nan_model = nn.Sequential(tiny_model.net, nn.Hardtanh(min_val=math.nan)).eval()
+    with pytest.raises(ValueError, match=r"NaN or infinite outputs"):
+        attacks.pgd(nan_model, x, y, eps=0.1, steps=steps)
+    with pytest.raises(ValueError, match=r"NaN or infinite outputs"):
+        attacks.fgsm(nan_model, x, y, eps=0.1)

@@ -37,9 +37,12 @@ __all__ = [
     "ProbabilityOutputWarning",
     "apply_threat_model",
     "attack_mode",
+    "attack_mode_unscored",
     "bounds_of",
+    "check_attack_args",
     "check_attack_inputs",
     "check_eps",
+    "check_logits",
     "clip_to_bounds",
     "lp_norm",
     "project",
@@ -208,7 +211,30 @@ def check_attack_inputs(
     gradients through a softmax saturate, so gradient attacks look weaker than they are.
 
     The clean forward pass runs in eval mode without gradients; the model's mode and its
-    ``.grad`` are left as they were.
+    ``.grad`` are left as they were. :func:`check_attack_args` runs the same checks without
+    the forward pass.
+    """
+    x, y = check_attack_args(model, x, y, eps=eps, norm=norm, bounds=bounds, stacklevel=stacklevel + 1)
+    with torch.no_grad(), eval_mode(model):
+        logits = model(x)
+    check_logits(logits, y, stacklevel=stacklevel + 1)
+    return logits
+
+
+def check_attack_args(
+    model: nn.Module,
+    x: object,
+    y: object,
+    *,
+    eps: float | None,
+    norm: Norm,
+    bounds: Bounds | None,
+    stacklevel: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_attack_inputs` without the clean forward pass; returns ``(x, y)``.
+
+    The caller must pass the logits of its own first forward pass to :func:`check_logits`
+    (this saves one pass, a third of FGSM's cost).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -240,11 +266,19 @@ def check_attack_inputs(
             TrainModeWarning,
             stacklevel=stacklevel + 1,
         )
-    with torch.no_grad(), eval_mode(model):
-        logits = model(x)
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+    return x, y
+
+
+def check_logits(logits: object, y: torch.Tensor, *, stacklevel: int = 2) -> None:
+    """Check a model's outputs on a batch: logits of shape ``(N, classes)``, finite, labels in range.
+
+    Raises ``ValueError`` for a wrong shape, non-finite outputs or labels outside the classes,
+    and warns with :class:`ProbabilityOutputWarning` when the outputs look like probabilities.
+    One host synchronisation in all.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != y.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"the model must return logits of shape (N, classes) = ({x.shape[0]}, C), got {got}")
+        raise ValueError(f"the model must return logits of shape (N, classes) = ({y.shape[0]}, C), got {got}")
     # One host synchronisation for all the cheap checks on labels and outputs.
     stats = torch.stack(
         [
@@ -270,7 +304,6 @@ def check_attack_inputs(
             ProbabilityOutputWarning,
             stacklevel=stacklevel + 1,
         )
-    return logits
 
 
 @contextlib.contextmanager
@@ -291,6 +324,33 @@ def attack_mode(
     enabled. Everything is restored on exit. Yields the clean logits.
     """
     logits = check_attack_inputs(model, x, y, eps=eps, norm=norm, bounds=bounds, stacklevel=stacklevel + 1)
+    with _hot_loop(model):
+        yield logits
+
+
+@contextlib.contextmanager
+def attack_mode_unscored(
+    model: nn.Module,
+    x: object,
+    y: object,
+    *,
+    eps: float | None,
+    norm: Norm,
+    bounds: Bounds | None,
+    stacklevel: int = 3,
+) -> Iterator[None]:
+    """:func:`attack_mode` without the clean forward pass, for attacks that do not need it.
+
+    The attack must pass the logits of its first forward pass to :func:`check_logits`, so a
+    model returning probabilities or NaN is still caught. Saves one forward pass per call.
+    """
+    check_attack_args(model, x, y, eps=eps, norm=norm, bounds=bounds, stacklevel=stacklevel + 1)
+    with _hot_loop(model):
+        yield
+
+
+@contextlib.contextmanager
+def _hot_loop(model: nn.Module) -> Iterator[None]:
     unchecked = model.unchecked() if isinstance(model, LabModel) else contextlib.nullcontext()
     with eval_mode(model), unchecked, torch.enable_grad():
-        yield logits
+        yield

@@ -30,9 +30,11 @@ from labkit.attacks.threat import (
     Norm,
     apply_threat_model,
     attack_mode,
+    attack_mode_unscored,
     bounds_of,
     check_attack_inputs,
     check_eps,
+    check_logits,
     clip_to_bounds,
     lp_norm,
 )
@@ -83,11 +85,17 @@ def _succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.T
 
 
 def _input_grad(
-    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool, *, check: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward and one backward pass: gradient w.r.t. the input, per-example loss, success."""
+    """One forward and one backward pass: gradient w.r.t. the input, per-example loss, success.
+
+    ``check=True`` validates the logits first (:func:`~labkit.attacks.threat.check_logits`), for
+    attacks that skip the clean forward pass.
+    """
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
+    if check:
+        check_logits(logits, y, stacklevel=3)
     loss = _objective(logits, y, targeted)
     (grad,) = torch.autograd.grad(loss.sum(), x_adv)
     logits = logits.detach()
@@ -123,6 +131,16 @@ class _Best:
         self.adv = x.detach().clone()
         self.loss = loss.detach().clone()
         self.success = success.detach().clone()
+
+    @classmethod
+    def merge(
+        cls, best: _Best | None, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor
+    ) -> _Best:
+        """``best`` updated with a new point, or a fresh record when ``best`` is ``None``."""
+        if best is None:
+            return cls(x_adv, loss, success)
+        best.update(x_adv, loss, success)
+        return best
 
     def update(self, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
         better = (success & ~self.success) | ((success == self.success) & (loss > self.loss))
@@ -203,10 +221,10 @@ def fgsm(
     """
     del generator  # deterministic
     bounds = bounds_of(model)
-    with attack_mode(model, x, y, eps=eps, norm="linf", bounds=bounds):
+    with attack_mode_unscored(model, x, y, eps=eps, norm="linf", bounds=bounds):
         if eps == 0:
             return x.clone()
-        grad, _, _ = _input_grad(model, x, y, targeted)
+        grad, _, _ = _input_grad(model, x, y, targeted, check=True)
         x_adv = x + eps * grad.sign()
         return apply_threat_model(x, x_adv, norm="linf", eps=eps, bounds=bounds).detach()
 
@@ -298,24 +316,34 @@ def pgd(
         raise ValueError(f"restarts={restarts} would repeat the same run: set random_start=True")
     alpha = None if step_size is None else _check_positive(step_size, "step_size")
     bounds = bounds_of(model)
-    with attack_mode(model, x, y, eps=eps, norm=norm, bounds=bounds) as clean_logits:
+    with attack_mode_unscored(model, x, y, eps=eps, norm=norm, bounds=bounds):
         if eps == 0:
             return x.clone()
         if alpha is None:
             alpha = 2.5 * eps / max(steps, 1)
-        best = _Best(x, _objective(clean_logits, y, targeted), _succeeded(clean_logits, y, targeted))
+        # The clean point is not scored: with a random start it is never visited, and without
+        # one it is the first iterate. The first forward pass validates the logits instead.
+        best: _Best | None = None
         for _ in range(restarts):
             x_adv = x
             if random_start:
                 delta = _random_delta(x, norm=norm, eps=eps, generator=generator)
                 x_adv = apply_threat_model(x, x + delta, norm=norm, eps=eps, bounds=bounds)
             for _ in range(steps):
-                grad, loss, success = _input_grad(model, x_adv, y, targeted)
-                best.update(x_adv, loss, success)
+                grad, loss, success = _input_grad(model, x_adv, y, targeted, check=best is None)
+                best = _Best.merge(best, x_adv, loss, success)
                 x_adv = apply_threat_model(
                     x, x_adv + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
                 )
-            best.update(x_adv, *_evaluate(model, x_adv, y, targeted))
+            if best is None:  # steps == 0: score the starting point, and validate there
+                with torch.no_grad():
+                    logits = model(x_adv)
+                check_logits(logits, y, stacklevel=2)
+                scored = (_objective(logits, y, targeted), _succeeded(logits, y, targeted))
+            else:
+                scored = _evaluate(model, x_adv, y, targeted)
+            best = _Best.merge(best, x_adv, *scored)
+        assert best is not None  # restarts >= 1
         return best.adv
 
 
