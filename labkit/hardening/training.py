@@ -336,6 +336,18 @@ def adversarial_training(
     The model is trained in place and left in eval mode; ``data`` is not modified. Host
     synchronisations happen once per epoch, not per batch.
 
+    **Several processes** (``torchrun``, PyTorch's DistributedDataParallel): when a
+    ``torch.distributed`` process group is initialised, the same call trains data-parallel with
+    no change to the caller's code. Every process runs the function on the full ``data``; each
+    global batch of ``batch_size`` examples (rank 0's shuffle, broadcast) is split across the
+    processes, each crafts adversarial examples for its share with its own copy of the model,
+    and DDP averages the gradients so an optimiser step equals the single-process step on the
+    whole batch (each share's loss is weighted by its size). The history (loss and accuracy
+    summed over all processes) is the same on every rank, the progress bar shows on rank 0
+    only, and ranks above 0 reseed ``generator`` so their random starts and dropout differ.
+    Batch-norm statistics stay per process, as in plain DDP. ``labkit.hardening.distributed``
+    has a ready-made ``torchrun`` entry point.
+
     Parameters
     ----------
     model:
@@ -417,6 +429,14 @@ def adversarial_training(
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    rank, world = _process_group()
+    if rank > 0:  # different random starts and dropout on every process; rank 0 keeps the stream
+        gen.manual_seed(_fresh_seed(gen) + rank)
+    trainer: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     monitor_attack = monitor_attack if monitor_attack is not None else attack
     source = val if val is not None else data
     n_mon = min(monitor_size, len(source))
@@ -432,7 +452,9 @@ def adversarial_training(
     best_robust = -1.0
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch: int | None = None
-    bar = tqdm(range(1, epochs + 1), desc="adversarial training", unit="epoch", disable=not progress)
+    bar = tqdm(
+        range(1, epochs + 1), desc="adversarial training", unit="epoch", disable=not progress or rank > 0
+    )
     checked = model.check_inputs if isinstance(model, LabModel) else None
     fork_devices = [device] if device.type == "cuda" else []
     started = time.perf_counter()
@@ -444,46 +466,57 @@ def adversarial_training(
             torch.manual_seed(_fresh_seed(gen))  # dropout: reproducible, global RNG restored
             for epoch in bar:
                 start = time.perf_counter()
-                order = torch.randperm(len(data), generator=gen)
-                total_loss = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device)
-                correct_adv = torch.zeros((), device=device)
+                order = _shared_order(len(data), gen, world)
+                # loss sum, clean and adversarial hits, examples: summed over processes at the end
+                totals = torch.zeros(4, device=device)
                 for i in range(0, len(data), batch_size):
                     idx = order[i : i + batch_size]
-                    xb, yb = data.x[idx].to(device), data.y[idx].to(device)
+                    if len(idx) < world:  # too few for every process to get one: skipped everywhere
+                        continue
+                    share = idx.tensor_split(world)[rank] if world > 1 else idx
+                    weight = len(share) * world / len(idx)  # DDP averages; this makes it the batch mean
+                    xb, yb = data.x[share].to(device), data.y[share].to(device)
                     model.eval()
                     x_adv = attack(model, xb, yb).detach()
                     model.train()
                     if loss == "trades":
-                        logits = model(xb)
-                        logits_adv = model(x_adv)
+                        if world > 1:  # one forward pass per backward pass under DDP
+                            both = trainer(torch.cat([xb, x_adv]))
+                            logits, logits_adv = both[: len(share)], both[len(share) :]
+                        else:
+                            logits = trainer(xb)
+                            logits_adv = trainer(x_adv)
                         kl = F.kl_div(
                             logits_adv.log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean"
                         )
                         objective = F.cross_entropy(logits, yb) + beta * kl
                     elif clean_weight > 0:
-                        both = model(torch.cat([x_adv, xb]))
-                        logits_adv, logits = both[: len(idx)], both[len(idx) :]
+                        both = trainer(torch.cat([x_adv, xb]))
+                        logits_adv, logits = both[: len(share)], both[len(share) :]
                         objective = (1 - clean_weight) * F.cross_entropy(
                             logits_adv, yb
                         ) + clean_weight * F.cross_entropy(logits, yb)
                     else:
-                        logits_adv = model(x_adv)
+                        logits_adv = trainer(x_adv)
                         logits = logits_adv  # clean accuracy per batch is not measured then
                         objective = F.cross_entropy(logits_adv, yb)
                     optimiser.zero_grad(set_to_none=True)
-                    objective.backward()
+                    (objective * weight if world > 1 else objective).backward()
                     optimiser.step()
                     schedule.step()
-                    total_loss += objective.detach() * len(idx)
-                    correct_adv += (logits_adv.detach().argmax(1) == yb).sum()
-                    if logits is not logits_adv:
-                        correct += (logits.detach().argmax(1) == yb).sum()
+                    totals[0] += objective.detach() * len(share)
+                    totals[1] += (logits.detach().argmax(1) == yb).sum()
+                    totals[2] += (logits_adv.detach().argmax(1) == yb).sum()
+                    totals[3] += len(share)
+                if world > 1:
+                    torch.distributed.all_reduce(totals)
                 model.eval()
-                row: dict[str, float] = {"epoch": epoch, "loss": float(total_loss) / len(data)}
+                total_loss, correct, correct_adv, seen = totals.tolist()
+                seen = max(seen, 1.0)
+                row: dict[str, float] = {"epoch": epoch, "loss": total_loss / seen}
                 if loss == "trades" or clean_weight > 0:
-                    row["train_acc"] = float(correct) / len(data)
-                row["train_adv_acc"] = float(correct_adv) / len(data)
+                    row["train_acc"] = correct / seen
+                row["train_adv_acc"] = correct_adv / seen
                 robust = math.nan
                 if n_mon:
                     clean, robust = _monitor(model, x_mon, y_mon, monitor_attack)
@@ -522,6 +555,26 @@ def adversarial_training(
         history.restored_epoch = best_epoch
     history.train_seconds = time.perf_counter() - started
     return history
+
+
+def _process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the current ``torch.distributed`` process group, else ``(0, 1)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _shared_order(n: int, gen: torch.Generator, world: int) -> torch.Tensor:
+    """This epoch's shuffle: from ``gen`` on one process, rank 0's on every process under DDP."""
+    order = torch.randperm(n, generator=gen)
+    if world > 1:
+        backend = torch.distributed.get_backend()
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
+        order = order.to(device)
+        torch.distributed.broadcast(order, src=0)
+        order = order.cpu()
+    return order
 
 
 def _monitor(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack) -> tuple[float, float]:
