@@ -54,6 +54,13 @@ TECHNIQUES: dict[str, Entry] = {
 MITIGATIONS: dict[str, str] = {
     "AML.M0003": "Model Hardening",
     "AML.M0006": "Use Ensemble Methods",
+    # Further mitigations that red-team findings recommend (labkit.redteam).
+    "AML.M0002": "Passive AI Output Obfuscation",
+    "AML.M0004": "Restrict Number of AI Model Queries",
+    "AML.M0008": "Validate AI Model",
+    "AML.M0015": "Adversarial Input Detection",
+    "AML.M0020": "Generative AI Guardrails",
+    "AML.M0021": "Generative AI Guidelines",
 }
 
 
