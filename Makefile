@@ -20,12 +20,13 @@ PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || tr
 # conflicts with nbgrader, so it is installed on its own without its (already present) deps.
 PEERS := torchattacks==3.5.1
 
-.PHONY: help install lab lessons test lint format unit notebooks grading bench clean
+.PHONY: help install lab lessons test lint format unit notebooks grading browser browser-deps bench clean
 
 help:
 	@echo "make lab    set up (venv, install, learner notebooks) and start JupyterLab on lessons/"
 	@echo "make test   set up and run every check: lint, types, unit tests, notebooks, autograding"
 	@echo "make lint   ruff (lint and format check), mypy, notebooks stored without outputs"
+	@echo "make browser  JupyterLab in headless Chromium: lessons, nbgrader panel, lesson 00 runs"
 	@echo "make bench  run the benchmarks in benchmarks/"
 
 $(STAMP): pyproject.toml
@@ -57,7 +58,7 @@ format: $(STAMP)
 
 unit: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile \
-		--doctest-modules labkit tests -m "not slow" $(PYTEST_ARGS)
+		--doctest-modules labkit tests -m "not slow and not browser" $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 \
@@ -67,9 +68,26 @@ grading: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest \
 		-m slow -n 2 -rA --show-capture=stdout tests $(PYTEST_ARGS)
 
+# The browser test drives JupyterLab in headless Chromium from the Debian packages. As root
+# they are installed here when missing; elsewhere the test is skipped and says how to get them.
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium and chromium-driver (Debian) for the browser test"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+				|| { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+				|| echo "could not install chromium: the browser test will be skipped"; \
+		fi; \
+	fi
+
+browser: $(STAMP) browser-deps
+	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/python -m pytest -q -rs -m browser -p no:cacheprovider \
+		tests/test_browser.py $(PYTEST_ARGS)
+
 test: lint
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/labkit pretrain --quiet
-	@$(MAKE) --no-print-directory unit notebooks grading
+	@$(MAKE) --no-print-directory unit notebooks grading browser
 
 bench: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) $(BIN)/python benchmarks/run.py

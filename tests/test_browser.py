@@ -1,0 +1,196 @@
+"""The learner's first minutes, in a real browser: `make lab`, the lessons, nbgrader, lesson 00.
+
+Starts JupyterLab exactly as ``make lab`` does (on loopback, with a token, no browser), then
+drives headless Chromium through Selenium: the file browser lists the lessons, the nbgrader
+menu opens the assignment list, and lesson 00 opens and runs its first cell in the course's
+kernel. Chromium comes from the Debian packages ``chromium`` and ``chromium-driver`` (``make
+test`` installs them when it runs as root); where they are missing the test is skipped and says
+how to install them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None or DRIVER is None,
+        reason="headless Chromium is not installed: `apt-get install chromium chromium-driver` "
+        "(make test does this when run as root)",
+    ),
+]
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is in the test extra: pip install -e .[test]"
+)
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # the page is still loading
+            last = error
+        time.sleep(0.5)
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last})" if last else "")
+    )
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`make lab` on a free loopback port; yields the base URL, stops the server afterwards.
+
+    JupyterLab's user settings and workspaces go to a temporary folder, with autosave off, so
+    running a cell never writes into the learner copy of lesson 00.
+    """
+    port, token = _free_port(), secrets.token_hex(16)
+    home = tmp_path_factory.mktemp("jupyterlab")
+    settings = home / "settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text('{"autosave": false}', encoding="utf-8")
+    env = {
+        **os.environ,
+        "MAKEFLAGS": "",
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+    }
+    args = f"--no-browser --port={port} --ServerApp.ip=127.0.0.1 --IdentityProvider.token={token}"
+    log = (ROOT / ".cache").resolve()
+    log.mkdir(exist_ok=True)
+    with open(log / "browser-test-lab.log", "w") as out:
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "lab", f"LAB_ARGS={args}"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+
+            def up() -> bool:
+                assert proc.poll() is None, (
+                    f"make lab exited with {proc.returncode}; see .cache/browser-test-lab.log"
+                )
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                    return bool(r.status == 200)
+
+            _wait("JupyterLab to answer", up, timeout=180)
+            # a fresh workspace, so no layout saved by an earlier run is restored
+            yield f"{base}/lab/workspaces/test-{token[:8]}?reset&token={token}"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(DRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        shot = ROOT / ".cache" / "browser-test.png"
+        driver.save_screenshot(str(shot))  # what the page looked like at the end, for a failed run
+        driver.quit()
+
+
+def _texts(browser: Any, css: str) -> list[str]:
+    return [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, css)]
+
+
+def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: str, browser: Any) -> None:
+    """The file browser shows the lessons, nbgrader's assignment list opens, lesson 00 runs its first cell."""
+    browser.get(lab)
+    expected = {"00-welcome", "01-adversarial-examples"}
+    _wait(
+        "the lessons in the file browser",
+        lambda: expected <= set(_texts(browser, ".jp-DirListing-itemText")),
+        timeout=120,
+    )
+
+    # nbgrader's own menu, then its assignment list panel
+    menu = _wait(
+        "nbgrader's menu",
+        lambda: [
+            e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Nbgrader"
+        ],
+        timeout=60,
+    )
+    menu[0].click()
+    item = _wait(
+        "the Assignment List item",
+        lambda: [
+            e
+            for e in browser.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel")
+            if e.text == "Assignment List"
+        ],
+        timeout=30,
+    )
+    item[0].click()
+    _wait(
+        "the assignment list panel",
+        lambda: any("Released assignments" in t for t in _texts(browser, ".lm-DockPanel-widget, .lm-Widget")),
+        timeout=60,
+    )
+
+    # lesson 00: open it, run the first code cell in the kernel
+    browser.get(lab.replace("?reset&", "/tree/00-welcome/welcome.ipynb?"))
+    first_cell = ".jp-Notebook .jp-CodeCell .cm-content"
+    _wait(
+        "lesson 00's first code cell", lambda: browser.find_elements(By.CSS_SELECTOR, first_cell), timeout=120
+    )
+    _wait("the kernel to be idle", lambda: "Idle" in browser.page_source, timeout=120)
+
+    def run_first_cell() -> bool:  # the notebook re-renders while it settles: find the cell afresh
+        cell = browser.find_elements(By.CSS_SELECTOR, first_cell)[0]
+        cell.click()
+        cell.send_keys(Keys.SHIFT, Keys.ENTER)
+        return True
+
+    _wait("a click on the first cell", run_first_cell, timeout=60)
+    prompt = _wait(
+        "the first cell to run",
+        lambda: [t for t in _texts(browser, ".jp-CodeCell .jp-InputPrompt") if t.startswith("[1]")],
+        timeout=180,
+    )
+    assert prompt
+    outputs = " ".join(_texts(browser, ".jp-CodeCell .jp-OutputArea-output"))
+    assert "profile:" in outputs, f"the first cell should print the device and profile, got {outputs!r}"
+    assert "Error" not in outputs
