@@ -1,6 +1,6 @@
 """Course tooling: the manifest, building learner notebooks, answer checks for graded cells."""
 
-from labkit.course.answers import answer_hash, check_answer, expect_raises
+from labkit.course.answers import answer_hash, check_answer, check_number, expect_raises, number_hash
 from labkit.course.grading import (
     CellScore,
     GradingError,
@@ -32,8 +32,10 @@ __all__ = [
     "autograde",
     "build_lessons",
     "check_answer",
+    "check_number",
     "expect_raises",
     "find_course_file",
     "load_course",
     "nbgrader_config",
+    "number_hash",
 ]
