@@ -1,4 +1,4 @@
-"""The ``labkit`` command line: ``labkit doctor``, ``labkit build``, ``labkit pretrain``."""
+"""The ``labkit`` command line: ``labkit doctor``, ``labkit build``, ``labkit pretrain``, ``labkit serve``."""
 
 from __future__ import annotations
 
@@ -114,6 +114,29 @@ def pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Serve a zoo model over HTTP on loopback until interrupted."""
+    from labkit.models import RECIPES, pretrained
+    from labkit.serving.server import ServeConfig, check_loopback, serve_forever
+
+    if args.model not in RECIPES:
+        raise ValueError(f"unknown model {args.model!r}; choose from {', '.join(RECIPES)}")
+    check_loopback(args.host)
+    fields = ("max_batch", "max_body_bytes", "batch_window_ms", "max_batch_rows", "queue_size", "timeout_s")
+    options = {k: getattr(args, k) for k in (*fields, "threads", "dtype") if getattr(args, k) is not None}
+    config = ServeConfig(**options)
+    model = pretrained(args.model, progress=False)
+    serve_forever(
+        model,
+        host=args.host,
+        port=args.port,
+        name=args.model,
+        config=config,
+        ready=lambda url: print(f"serving {args.model} at {url}", flush=True),
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description="Model Hardening Lab tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +152,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="ci, laptop or gpu (default: active profile)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=pretrain)
+    p = sub.add_parser("serve", help="serve a zoo model over HTTP on 127.0.0.1 (Ctrl-C stops it)")
+    p.add_argument("--model", default="digits-cnn", help="zoo model name (default: digits-cnn)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address only (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)")
+    p.add_argument("--max-batch", type=int, help="most inputs per request (413 above)")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (413 above)")
+    p.add_argument("--batch-window-ms", type=float, help="how long to gather requests into one forward pass")
+    p.add_argument("--max-batch-rows", type=int, help="most inputs per forward pass")
+    p.add_argument("--queue-size", type=int, help="requests that may wait (503 when full)")
+    p.add_argument("--timeout-s", type=float, help="seconds before a request gets 504")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="forward-pass precision")
+    p.set_defaults(func=serve)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -5,6 +5,10 @@
   (top-k, rounding, label only) as a defense.
 * :func:`prada` looks for model-extraction query patterns in the log (Juuti et al. 2019,
   arXiv:1805.02628).
+* :class:`ModelServer` (a background thread) and :class:`ServerProcess` (``labkit serve`` in a
+  subprocess) put a model behind a real HTTP server on loopback, with input validation, size
+  limits, micro-batching, timeouts, a bounded queue, ``/health`` and ``/metrics``;
+  :class:`ServedModel` is its client.
 
 Examples
 --------
@@ -29,8 +33,21 @@ from labkit.serving.api import (
     TopK,
 )
 from labkit.serving.monitor import PradaResult, prada
+from labkit.serving.server import (
+    ModelServer,
+    RequestError,
+    RequestRejected,
+    ServeConfig,
+    ServedModel,
+    ServerBusy,
+    ServerProcess,
+    check_loopback,
+    create_app,
+    validate_inputs,
+)
 
 __all__ = [
+    "ModelServer",
     "Output",
     "PradaResult",
     "PredictionAPI",
@@ -38,6 +55,15 @@ __all__ = [
     "QueryLog",
     "QueryRecord",
     "RateLimitExceeded",
+    "RequestError",
+    "RequestRejected",
+    "ServeConfig",
+    "ServedModel",
+    "ServerBusy",
+    "ServerProcess",
     "TopK",
+    "check_loopback",
+    "create_app",
     "prada",
+    "validate_inputs",
 ]

@@ -8,6 +8,9 @@
   errors and shifted features for a fraud model, scored by ROC-AUC and recall at a fixed FPR.
 * :func:`fuzz_inputs` and :func:`fuzz`: NaN, infinities, empty and huge batches, wrong dtypes
   and shapes, out-of-range values and non-tensors against any endpoint.
+* :func:`load_test` and :func:`degradation_curve`: throughput, p50/p95/p99 latency and error
+  rate of a model served over HTTP on loopback, at increasing concurrency and under tighter
+  resource settings (see :class:`labkit.serving.ModelServer`).
 
 Examples
 --------
@@ -20,6 +23,7 @@ torch.Size([4, 3, 32, 32])
 from labkit.stress.benchmark import CorruptionReport, corruption_benchmark
 from labkit.stress.corruptions import CORRUPTIONS, SEVERITIES, Corruption, corrupt, jpeg
 from labkit.stress.fuzz import FuzzCase, FuzzReport, FuzzResult, fuzz, fuzz_inputs
+from labkit.stress.load import DegradationReport, LoadTestReport, degradation_curve, load_test
 from labkit.stress.tabular import (
     TABULAR_STRESSES,
     TRANSACTION_UNITS,
@@ -35,15 +39,19 @@ __all__ = [
     "TRANSACTION_UNITS",
     "Corruption",
     "CorruptionReport",
+    "DegradationReport",
     "FuzzCase",
     "FuzzReport",
     "FuzzResult",
+    "LoadTestReport",
     "TabularStressReport",
     "corrupt",
     "corruption_benchmark",
+    "degradation_curve",
     "fuzz",
     "fuzz_inputs",
     "jpeg",
+    "load_test",
     "stress_tabular",
     "tabular_stress_report",
 ]
