@@ -261,6 +261,21 @@ def test_bpda_keeps_the_forward_pass_and_replaces_the_gradient() -> None:
     assert torch.equal(g_bpda, torch.ones_like(x))
 
 
+def test_bpda_of_a_random_composition_still_passes_gradients_through_the_rounding() -> None:
+    """BPDA(BitDepth then noise) keeps one noisy, rounded forward pass and the identity's gradient."""
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    noise = H.GaussianNoise(0.05, generator=torch.Generator().manual_seed(1))
+    composed = H.bpda(H.Compose(H.BitDepth(3), noise))
+    assert composed.random
+    noise.generator = torch.Generator().manual_seed(1)
+    out = composed(x)
+    noise.generator = torch.Generator().manual_seed(1)
+    assert torch.equal(out, noise(H.BitDepth(3)(x)))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    inside = (out > 0) & (out < 1)  # the noise is clipped to [0, 1], which has no gradient
+    assert inside.any() and torch.equal(grad[inside], torch.ones_like(grad[inside]))
+
+
 @pytest.fixture(scope="module")
 def squeezed(standard: lk.LabModel) -> lk.LabModel:
     return H.squeeze(standard, bits=3, median=None)

@@ -316,6 +316,13 @@ class BPDA(InputTransform):
         self.random = transform.random
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.transform, Compose):
+            # Part by part, so a random part (one draw, its own gradient) does not hide the
+            # zero gradient of a shattered part such as BitDepth.
+            for part in self.transform.transforms:
+                assert isinstance(part, InputTransform)
+                x = BPDA(part)(x)
+            return x
         exact = self.transform(x)
         if self.transform.random:
             return exact  # the noise itself is differentiable (identity plus a constant)
