@@ -165,7 +165,8 @@ def test_a_prediction_function_returning_probabilities_works_silently(
     digits_model: lk.LabModel, digits_test: Any
 ) -> None:
     """A plain function returning softmax scores (what an API returns) is a valid target, and
-    probabilities raise no gradient-masking warning: nothing is differentiated."""
+    probabilities raise no gradient-masking warning: nothing is differentiated. A function has
+    no training mode either, so no train-mode warning."""
     x, y = digits_test.x[:16], digits_test.y[:16]
 
     def api(batch: torch.Tensor) -> torch.Tensor:
@@ -177,6 +178,7 @@ def test_a_prediction_function_returning_probabilities_works_silently(
             api, x, y, eps=0.2, max_queries=300, generator=torch.Generator().manual_seed(0)
         )
     assert not [w for w in caught if issubclass(w.category, ProbabilityOutputWarning)]
+    assert not [w for w in caught if issubclass(w.category, lk.TrainModeWarning)]
     assert result.success_rate > 0.5
     with pytest.raises(TypeError, match=r"model must be a torch.nn.Module or a function"):
         attacks.square(42, x, y, eps=0.1)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,12 @@ def test_history_table_and_plot() -> None:
     assert "| epoch | loss | train_acc |" in history._repr_markdown_()
     fig = history.plot()
     assert len(fig.axes[0].lines) == 2
+
+
+@pytest.mark.parametrize("n, epochs", [(100, 1), (256, 2), (500, 1), (1024, 1)])
+def test_very_short_runs_train(n: int, epochs: int) -> None:
+    """Runs of 1 to 8 optimiser steps train (OneCycleLR divides by zero at exactly 4 steps)."""
+    data = lk.data.load("digits", split="train", n=n)
+    model = lk.models.build("digits-cnn", data)
+    history = lk.models.train(model, data, epochs=epochs, batch_size=128, progress=False)
+    assert len(history.rows) == epochs and all(math.isfinite(r["loss"]) for r in history.rows)

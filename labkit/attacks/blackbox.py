@@ -189,6 +189,7 @@ class _Function(nn.Module):
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fn = fn
+        self.eval()  # a function has no training mode: do not trip the train-mode warning
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.fn(x)

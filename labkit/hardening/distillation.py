@@ -35,6 +35,7 @@ from labkit.contract import LabModel, TrainModeWarning
 from labkit.data.base import LabData
 from labkit.hardening.training import _check_int, _check_number, _fresh_seed
 from labkit.hardening.wrappers import check_lab_model, check_temperature
+from labkit.models.training import one_cycle
 from labkit.utils import check_images, eval_mode
 
 __all__ = ["distill"]
@@ -153,9 +154,7 @@ def distill(
 
         optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         steps_per_epoch = math.ceil(len(data) / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
-        )
+        schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
         checked = model.check_inputs
         start = time.perf_counter()
         bar = tqdm(

@@ -43,7 +43,7 @@ from labkit.attacks.threat import Norm, apply_threat_model, bounds_of, check_eps
 from labkit.attacks.whitebox import Attack, _direction, _random_delta
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.data.base import LabData
-from labkit.models.training import History
+from labkit.models.training import History, one_cycle
 from labkit.utils import check_images, eval_mode
 
 __all__ = [
@@ -445,9 +445,7 @@ def adversarial_training(
 
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(data) / batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
-    )
+    schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
     history = AdversarialHistory()
     best_robust = -1.0
     best_state: dict[str, torch.Tensor] | None = None

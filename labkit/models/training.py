@@ -107,6 +107,25 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def one_cycle(
+    optimiser: torch.optim.Optimizer, *, lr: float, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The one-cycle schedule every labkit training loop uses: 25% warm-up, then cosine decay.
+
+    PyTorch's ``OneCycleLR`` divides by the length of its warm-up, which is zero for a run of
+    exactly four steps (and meaningless for fewer); such short runs get a constant ``lr``.
+
+    Examples
+    --------
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    >>> type(one_cycle(opt, lr=0.1, total_steps=4)).__name__
+    'LambdaLR'
+    """
+    if total_steps < 5:
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+
+
 def train(
     model: nn.Module,
     data: LabData,
@@ -162,9 +181,7 @@ def train(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(data) / batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
-    )
+    schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
     weight = class_weight.to(device) if class_weight is not None else None
     history = History()
     bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not progress)
