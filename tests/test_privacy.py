@@ -360,3 +360,99 @@ def test_privacy_bad_inputs(overfit: lk.LabModel, split: dict[str, LabData]) -> 
         Pv.shadow_attack(
             overfit, split["members"], split["nonmembers"], shadow_data=split["attacker"].subset(range(5))
         )
+
+
+# ---------------------------------------------------------------------------- LiRA (offline)
+
+
+@pytest.fixture(scope="module")
+def lira_and_loss(overfit: lk.LabModel, split: dict[str, LabData]) -> tuple[Pv.MembershipResult, ...]:
+    lira = Pv.lira_attack(
+        overfit,
+        split["members"],
+        split["nonmembers"],
+        shadow_data=split["attacker"].subset(range(400)),
+        n_shadows=4,
+        epochs=15,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    return lira, Pv.loss_attack(overfit, split["members"], split["nonmembers"])
+
+
+def test_lira_beats_the_loss_threshold_at_low_fpr(lira_and_loss: tuple[Pv.MembershipResult, ...]) -> None:
+    """Per-example calibration names more members at 1% FPR than one global loss threshold."""
+    lira, loss = lira_and_loss
+    assert lira.info["variance"] == "global"  # few shadows: one pooled variance, as the paper advises
+    assert lira.tpr_at_fpr[0.01] > loss.tpr_at_fpr[0.01]
+    assert lira.auc > loss.auc > 0.6
+    assert len(lira.member_scores) == 300 and bool(torch.isfinite(lira.member_scores).all())
+
+
+def test_lira_score_is_the_one_sided_gaussian_test(
+    overfit: lk.LabModel, split: dict[str, LabData], lira_and_loss: tuple[Pv.MembershipResult, ...]
+) -> None:
+    """phi is the logit of p(true class); the score is -log P[Z >= phi] under N(mu_out, sigma_out)."""
+    from scipy.stats import norm
+
+    lira = lira_and_loss[0]
+    with torch.no_grad():
+        p = F.softmax(overfit(split["nonmembers"].x).double(), dim=1)
+    p_y = p.gather(1, split["nonmembers"].y.view(-1, 1)).squeeze(1)
+    phi = lira.info["phi"][300:]
+    unsaturated = p_y < 0.999
+    assert bool(unsaturated.any())
+    assert torch.allclose(phi[unsaturated], torch.log(p_y / (1 - p_y))[unsaturated], atol=1e-4)
+    mu, sigma = lira.info["mu_out"][300:], lira.info["sigma_out"][300:]
+    assert bool((sigma == sigma[0]).all()) and float(sigma[0]) > 0
+    expected = -norm.logsf(((phi - mu) / sigma).numpy())
+    assert torch.allclose(lira.nonmember_scores, torch.as_tensor(expected, dtype=torch.float64), atol=1e-6)
+
+
+def test_lira_through_an_api_and_per_example_variance(
+    overfit: lk.LabModel, split: dict[str, LabData]
+) -> None:
+    """Rounded scores still leak; per-example variances differ between examples."""
+    api = PredictionAPI(overfit, output="scores", rounding=3)
+    result = Pv.lira_attack(
+        api,
+        split["members"].subset(range(100)),
+        split["nonmembers"].subset(range(100)),
+        shadow_data=split["attacker"].subset(range(200)),
+        n_shadows=3,
+        variance="per_example",
+        epochs=5,
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+    )
+    assert "via API (scores)" in result.name and result.info["variance"] == "per_example"
+    assert api.queries_used == 200
+    assert result.info["sigma_out"].unique().numel() > 1
+    assert result.auc > 0.5
+
+
+def test_lira_bad_inputs(overfit: lk.LabModel, split: dict[str, LabData]) -> None:
+    """Too few shadows, an unknown variance, shadow data that holds candidates: each is named."""
+    members, nonmembers = split["members"].subset(range(20)), split["nonmembers"].subset(range(20))
+    pool = split["attacker"].subset(range(40))
+    kw = {"epochs": 1, "progress": False}
+    with pytest.raises(ValueError, match="n_shadows must be at least 2"):
+        Pv.lira_attack(overfit, members, nonmembers, shadow_data=pool, n_shadows=1, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="variance must be 'auto', 'global' or 'per_example'"):
+        Pv.lira_attack(overfit, members, nonmembers, shadow_data=pool, variance="pooled", **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="5 of the members are also in shadow_data"):
+        leaky = split["members"].subset(range(15, 45))
+        Pv.lira_attack(overfit, members, nonmembers, shadow_data=leaky, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 4"):
+        Pv.lira_attack(overfit, members, nonmembers, shadow_data=pool.subset(range(3)), **kw)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="shadow_data must be a LabData"):
+        Pv.lira_attack(overfit, members, nonmembers, shadow_data=pool.x, **kw)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="train_shadow must return a LabModel"):
+        Pv.lira_attack(
+            overfit,
+            members,
+            nonmembers,
+            shadow_data=pool,
+            train_shadow=lambda d, g: nn.Linear(64, 10),
+            progress=False,
+        )

@@ -5,9 +5,9 @@
   Papernot et al., arXiv:1602.02697) and records fidelity against queries;
   :func:`transfer_attack` uses the stolen copy for black-box evasion.
 * Membership inference (:mod:`labkit.privacy.membership`): :func:`loss_attack` (Yeom et al.,
-  arXiv:1709.01604), :func:`shadow_attack` (Shokri et al., arXiv:1610.05820), metrics with
-  TPR at low FPR (Carlini et al., arXiv:2112.03570), and :func:`overfit_target` to train a
-  target that leaks.
+  arXiv:1709.01604), :func:`shadow_attack` (Shokri et al., arXiv:1610.05820), offline
+  :func:`lira_attack` and metrics with TPR at low FPR (Carlini et al., arXiv:2112.03570),
+  and :func:`overfit_target` to train a target that leaks.
 * Model inversion (:mod:`labkit.privacy.inversion`): :func:`invert` reconstructs class
   representatives by gradient descent on the input (Fredrikson et al. 2015).
 * DP-SGD (:mod:`labkit.privacy.dpsgd`): :func:`train_dp` with per-example gradients from
@@ -40,6 +40,7 @@ from labkit.privacy.membership import (
     MembershipComparison,
     MembershipResult,
     compare_membership,
+    lira_attack,
     loss_attack,
     membership_metrics,
     overfit_target,
@@ -60,6 +61,7 @@ __all__ = [
     "dp_sgd_epsilon",
     "extract",
     "invert",
+    "lira_attack",
     "loss_attack",
     "membership_metrics",
     "overfit_target",

@@ -4,7 +4,8 @@
   enforces a query budget and a rate limit, logs what it answered, and can coarsen its output
   (top-k, rounding, label only) as a defense.
 * :func:`prada` looks for model-extraction query patterns in the log (Juuti et al. 2019,
-  arXiv:1805.02628).
+  arXiv:1805.02628); :func:`prada_alarms` measures its false-alarm rate on
+  :func:`benign_traffic` and its detection delay on an attacker's queries.
 * :class:`ModelServer` (a background thread) and :class:`ServerProcess` (``labkit serve`` in a
   subprocess) put a model behind a real HTTP server on loopback, with input validation, size
   limits, micro-batching, timeouts, a bounded queue, ``/health`` and ``/metrics``;
@@ -32,7 +33,14 @@ from labkit.serving.api import (
     RateLimitExceeded,
     TopK,
 )
-from labkit.serving.monitor import PradaResult, prada
+from labkit.serving.monitor import (
+    BENIGN_PATTERNS,
+    PradaAlarms,
+    PradaResult,
+    benign_traffic,
+    prada,
+    prada_alarms,
+)
 from labkit.serving.server import (
     ModelServer,
     RequestError,
@@ -47,8 +55,10 @@ from labkit.serving.server import (
 )
 
 __all__ = [
+    "BENIGN_PATTERNS",
     "ModelServer",
     "Output",
+    "PradaAlarms",
     "PradaResult",
     "PredictionAPI",
     "QueryBudgetExceeded",
@@ -62,8 +72,10 @@ __all__ = [
     "ServerBusy",
     "ServerProcess",
     "TopK",
+    "benign_traffic",
     "check_loopback",
     "create_app",
     "prada",
+    "prada_alarms",
     "validate_inputs",
 ]
