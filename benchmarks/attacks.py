@@ -3,6 +3,7 @@
     python benchmarks/attacks.py                 # digits-cnn and signs-cnn, one table
     python benchmarks/attacks.py --quick         # tiny sizes, a CI smoke run
     python benchmarks/attacks.py --threads 1 --repeat 5 --batch 256
+    python benchmarks/attacks.py --models resnet18 --batch 32 --repeat 3
 
 For each model and attack (FGSM, PGD-10, CW with 50 Adam steps, Square with 200 queries) it
 times labkit and torchattacks alternately (one warm-up each, then the median of ``--repeat``
@@ -10,6 +11,11 @@ runs) and prints both times and their ratio; ratio > 1 means labkit is faster. F
 times the floor no implementation can beat: ``k`` forward and backward passes of the model on
 the same batch, written out directly, and prints each side's overhead over it. Goals: labkit no
 slower than torchattacks (ratio >= 1 within timing noise), PGD overhead within 15%.
+
+``resnet18`` is torchvision's ResNet-18 (random initialisation, seeded, 10 classes) on 32x32
+signs images, wrapped in ``lk.LabModel``: a model the size workshops fine-tune, where the forward
+and backward passes dominate and the attacks' own bookkeeping matters least. Its labels are its
+own predictions, so "broken" is the fraction of decisions the attack changed.
 
 torchattacks gets its own copy of each model (its CW calls ``.backward()`` and would leave
 gradients on labkit's). labkit's PGD also validates its inputs once and scores the last iterate
@@ -20,7 +26,9 @@ column measures.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
+import os
 import platform
 import statistics
 import time
@@ -34,8 +42,32 @@ from torch.nn import functional as F
 
 import labkit as lk
 
-DATASETS = {"digits-cnn": "digits", "signs-cnn": "signs"}
-EPS = {"digits-cnn": 0.1, "signs-cnn": 8 / 255}
+DATASETS = {"digits-cnn": "digits", "signs-cnn": "signs", "resnet18": "signs"}
+EPS = {"digits-cnn": 0.1, "signs-cnn": 8 / 255, "resnet18": 8 / 255}
+DEFAULT_MODELS = ["digits-cnn", "signs-cnn"]
+
+
+def _resnet18(device: torch.device) -> lk.LabModel:
+    """torchvision's ResNet-18, random initialisation (seeded), 10 classes, 32x32 RGB inputs."""
+    from torchvision.models import resnet18
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = resnet18(weights=None, num_classes=10)
+    return lk.LabModel(net, input_shape=(3, 32, 32), num_classes=10).to(device).eval()
+
+
+def _models(name: str, batch: int, device: torch.device) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
+    """labkit's model, the peer's copy of it, and a batch ``(x, y)`` on ``device``."""
+    data = lk.data.load(DATASETS[name], split="test")
+    x, y = data.batch(min(batch, len(data)), device=device)
+    if name == "resnet18":
+        model = _resnet18(device)
+        y = model.predict(x)
+        return model, copy.deepcopy(model), x, y
+    model = lk.models.pretrained(name, device=device, progress=False)
+    peer = lk.models.pretrained(name, device=device, progress=False)
+    return model, peer, x, y
 
 
 @dataclass
@@ -109,10 +141,7 @@ def bench_model(
     name: str, *, batch: int, repeat: int, quick: bool, device: torch.device, torchattacks: Any
 ) -> list[Row]:
     ta = torchattacks
-    model = lk.models.pretrained(name, device=device, progress=False)
-    peer = lk.models.pretrained(name, device=device, progress=False)
-    data = lk.data.load(DATASETS[name], split="test")
-    x, y = data.batch(min(batch, len(data)), device=device)
+    model, peer, x, y = _models(name, batch, device)
     eps = EPS[name]
     steps_pgd = 10
     steps_cw = 5 if quick else 50
@@ -174,7 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (CI smoke run)")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per side (default 5, quick 1)")
     parser.add_argument("--batch", type=int, default=None, help="images per batch (default 128, quick 16)")
-    parser.add_argument("--models", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=DEFAULT_MODELS,
+        choices=list(DATASETS),
+        help="models to attack (default: digits-cnn signs-cnn; resnet18 is the large one)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     args = parser.parse_args(argv)
@@ -191,9 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         cpu = platform.processor() or platform.machine()
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         print(
-            f"machine: {cpu}, {torch.get_num_threads()} threads, device {device}, torch {torch.__version__}, "
-            f"torchattacks {torchattacks.__version__}, batch {batch}, median of {repeat}"
+            f"machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, device {device}, "
+            f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, batch {batch}, "
+            f"median of {repeat}, load average {load}"
         )
         rows: list[Row] = []
         for name in args.models:

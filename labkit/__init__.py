@@ -26,6 +26,7 @@ from labkit import (
     redteam,
     resilience,
     serving,
+    speed,
     stress,
     validation,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "resilience",
     "seed_everything",
     "serving",
+    "speed",
     "stress",
     "validation",
 ]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from labkit import speed as _speed
 from labkit.attacks.threat import (
     Norm,
     apply_threat_model,
@@ -46,6 +47,7 @@ Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """Anything that maps ``(model, x, y)`` to ``x_adv``, e.g. ``partial(pgd, eps=0.1)``."""
 
 _TINY = 1e-12
+_OFF = _speed.SpeedConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,15 +87,22 @@ def _succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.T
 
 
 def _input_grad(
-    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool, *, check: bool = False
+    model: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    targeted: bool,
+    *,
+    check: bool = False,
+    fast: _speed.SpeedConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward and one backward pass: gradient w.r.t. the input, per-example loss, success.
 
     ``check=True`` validates the logits first (:func:`~labkit.attacks.threat.check_logits`), for
-    attacks that skip the clean forward pass.
+    attacks that skip the clean forward pass. ``fast`` (default: off) runs the forward pass
+    under the speed features of :mod:`labkit.speed`, mixed precision included.
     """
     x_adv = x_adv.detach().requires_grad_(True)
-    logits = model(x_adv)
+    logits = _speed.logits(model, x_adv, fast or _OFF)
     if check:
         check_logits(logits, y, stacklevel=3)
     loss = _objective(logits, y, targeted)
@@ -110,18 +119,27 @@ def _direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
 
 
 def _random_delta(
-    x: torch.Tensor, *, norm: Norm, eps: float, generator: torch.Generator | None
+    x: torch.Tensor,
+    *,
+    norm: Norm,
+    eps: float,
+    generator: torch.Generator | None,
+    fast: _speed.SpeedConfig | None = None,
 ) -> torch.Tensor:
-    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around zero."""
+    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around zero.
+
+    Drawn on the generator's device; with ``pin_memory`` on (``fast``) a CPU draw reaches a
+    GPU without blocking the host.
+    """
     device = generator.device if generator is not None else x.device
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
-        return ((2 * u - 1) * eps).to(x.device)
+        return _speed.to_device((2 * u - 1) * eps, x.device, fast or _OFF)
     g = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
     r = torch.rand(x.shape[0], generator=generator, device=device, dtype=x.dtype)
     dim = x[0].numel()
     radius = eps * r.pow(1.0 / dim) / lp_norm(g, norm="l2").clamp_min(_TINY)
-    return (g * _per_example(radius, g)).to(x.device)
+    return _speed.to_device(g * _per_example(radius, g), x.device, fast or _OFF)
 
 
 class _Best:
@@ -150,10 +168,14 @@ class _Best:
 
 
 def _evaluate(
-    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targeted: bool
+    model: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    targeted: bool,
+    fast: _speed.SpeedConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        logits = model(x_adv)
+        logits = _speed.logits(model, x_adv, fast or _OFF)
     return _objective(logits, y, targeted), _succeeded(logits, y, targeted)
 
 
@@ -224,7 +246,7 @@ def fgsm(
     with attack_mode_unscored(model, x, y, eps=eps, norm="linf", bounds=bounds):
         if eps == 0:
             return x.clone()
-        grad, _, _ = _input_grad(model, x, y, targeted, check=True)
+        grad, _, _ = _input_grad(model, x, y, targeted, check=True, fast=_speed.current())
         x_adv = x + eps * grad.sign()
         return apply_threat_model(x, x_adv, norm="linf", eps=eps, bounds=bounds).detach()
 
@@ -321,27 +343,28 @@ def pgd(
             return x.clone()
         if alpha is None:
             alpha = 2.5 * eps / max(steps, 1)
+        fast = _speed.current()  # opt-in speed features of the active profile (off under ci)
         # The clean point is not scored: with a random start it is never visited, and without
         # one it is the first iterate. The first forward pass validates the logits instead.
         best: _Best | None = None
         for _ in range(restarts):
             x_adv = x
             if random_start:
-                delta = _random_delta(x, norm=norm, eps=eps, generator=generator)
+                delta = _random_delta(x, norm=norm, eps=eps, generator=generator, fast=fast)
                 x_adv = apply_threat_model(x, x + delta, norm=norm, eps=eps, bounds=bounds)
             for _ in range(steps):
-                grad, loss, success = _input_grad(model, x_adv, y, targeted, check=best is None)
+                grad, loss, success = _input_grad(model, x_adv, y, targeted, check=best is None, fast=fast)
                 best = _Best.merge(best, x_adv, loss, success)
                 x_adv = apply_threat_model(
                     x, x_adv + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
                 )
             if best is None:  # steps == 0: score the starting point, and validate there
                 with torch.no_grad():
-                    logits = model(x_adv)
+                    logits = _speed.logits(model, x_adv, fast)
                 check_logits(logits, y, stacklevel=2)
                 scored = (_objective(logits, y, targeted), _succeeded(logits, y, targeted))
             else:
-                scored = _evaluate(model, x_adv, y, targeted)
+                scored = _evaluate(model, x_adv, y, targeted, fast)
             best = _Best.merge(best, x_adv, *scored)
         assert best is not None  # restarts >= 1
         return best.adv
@@ -443,9 +466,10 @@ def apgd(
         def step(point: torch.Tensor, move: torch.Tensor) -> torch.Tensor:
             return apply_threat_model(x, point + move, norm=norm, eps=eps, bounds=bounds)
 
+        fast = _speed.current()  # opt-in speed features of the active profile (off under ci)
         for _ in range(restarts):
-            x_adv = step(x, _random_delta(x, norm=norm, eps=eps, generator=generator))
-            grad, loss, success = _input_grad(model, x_adv, y, targeted)
+            x_adv = step(x, _random_delta(x, norm=norm, eps=eps, generator=generator, fast=fast))
+            grad, loss, success = _input_grad(model, x_adv, y, targeted, fast=fast)
             best.update(x_adv, loss, success)
             eta = torch.full_like(loss, 2 * eps)
             x_prev = x_adv
@@ -460,7 +484,7 @@ def apgd(
                 z = step(x_adv, _per_example(eta, x_adv) * _direction(grad, norm))
                 x_next = step(x_adv, momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev))
                 x_prev, x_adv = x_adv, x_next
-                grad, loss, success = _input_grad(model, x_adv, y, targeted)
+                grad, loss, success = _input_grad(model, x_adv, y, targeted, fast=fast)
                 best.update(x_adv, loss, success)
                 rises = rises + (loss > loss_prev).to(loss.dtype)
                 loss_prev = loss
@@ -660,14 +684,15 @@ def robust_accuracy(
     y: torch.Tensor,
     attack: Attack,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> float:
     """Fraction of examples classified correctly both clean and after ``attack``, in ``[0, 1]``.
 
     ``attack`` is any ``(model, x, y) -> x_adv`` callable, e.g.
     ``functools.partial(labkit.attacks.pgd, eps=8/255, steps=20)``. It is applied batch by
     batch; an example counts as robust only if the model gets it right on ``x`` and on
-    ``x_adv``.
+    ``x_adv``. ``batch_size`` defaults to 256, or to the ``batch_size`` of the active speed
+    features (:mod:`labkit.speed`, the ``gpu`` profile) on a GPU.
 
     Examples
     --------
@@ -682,9 +707,11 @@ def robust_accuracy(
     """
     if not callable(attack):
         raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, got {type(attack).__name__}")
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    if batch_size is None:
+        batch_size = _speed.batch_size(256, x.device)
+    batch_size = _check_int(batch_size, "batch_size", minimum=1)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
     if x.shape[0] == 0:

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from labkit.speed import SpeedConfig
+
 __all__ = [
     "Certification",
     "Course",
@@ -61,6 +63,8 @@ class Profile:
     eval_size: int
     datasets: Mapping[str, Mapping[str, int]]
     epochs: Mapping[str, int]
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    """Opt-in speed features (:mod:`labkit.speed`); everything off unless the profile says."""
 
     def size(self, dataset: str, split: str) -> int | None:
         """Number of examples of ``dataset``'s ``split`` under this profile (None: all)."""
@@ -275,6 +279,10 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
             }
         epochs_raw = check.mapping(check.get(entry, "epochs", where), f"{where}.epochs")
         epochs = {str(k): check.integer(epochs_raw, k, f"{where}.epochs") for k in epochs_raw}
+        try:
+            speed = SpeedConfig.from_mapping(entry.get("speed"), where=f"{where}.speed")
+        except (TypeError, ValueError) as err:
+            raise CourseError(f"{file}: {err}") from None
         profiles[name] = Profile(
             name=name,
             description=str(entry.get("description", "")),
@@ -283,6 +291,7 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
             eval_size=check.integer(entry, "eval_size", where),
             datasets=sizes,
             epochs=epochs,
+            speed=speed,
         )
     if not profiles:
         raise check.fail("profiles", "at least one profile (ci, laptop, gpu)", profiles_raw)

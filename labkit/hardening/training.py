@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from labkit import speed as _speed
 from labkit.attacks.threat import Norm, apply_threat_model, bounds_of, check_eps
 from labkit.attacks.whitebox import Attack, _direction, _random_delta
 from labkit.contract import LabModel, TrainModeWarning
@@ -122,7 +123,9 @@ def pgd_train_attack(
     The same update and threat model as :func:`labkit.attacks.pgd` (default step
     :math:`2.5\\epsilon/\\text{steps}`), without validating its arguments or keeping the best
     point: the loop checked the data once and only needs a hard example, fast. The model runs
-    in whatever mode the caller left it in; its parameters receive no ``.grad``.
+    in whatever mode the caller left it in; its parameters receive no ``.grad``. The speed
+    features of the active profile (:mod:`labkit.speed`: mixed precision, pinned transfers)
+    apply when they are on; no step waits on the host.
 
     Examples
     --------
@@ -138,12 +141,13 @@ def pgd_train_attack(
         return x.detach().clone()
     bounds = bounds_of(model)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
+    fast = _speed.current()
     x = x.detach()
     x_adv = x
     if random_start:
         x_adv = apply_threat_model(
             x,
-            x + _random_delta(x, norm=norm, eps=eps, generator=generator),
+            x + _random_delta(x, norm=norm, eps=eps, generator=generator, fast=fast),
             norm=norm,
             eps=eps,
             bounds=bounds,
@@ -151,7 +155,7 @@ def pgd_train_attack(
     with torch.enable_grad():
         for _ in range(steps):
             x_adv = x_adv.detach().requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+            loss = F.cross_entropy(_speed.logits(model, x_adv, fast), y, reduction="sum")
             grad = _grad_of(loss, x_adv)
             x_adv = apply_threat_model(
                 x, x_adv.detach() + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
@@ -212,16 +216,18 @@ def trades_attack(
         return x.detach().clone()
     bounds = bounds_of(model)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
+    fast = _speed.current()
     x = x.detach()
     with torch.no_grad():
-        p_clean = model(x).softmax(dim=1)
+        p_clean = _speed.logits(model, x, fast).softmax(dim=1)
     device = generator.device if generator is not None else x.device
-    start = 0.001 * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    start = 0.001 * _speed.to_device(noise, x.device, fast)
     x_adv = apply_threat_model(x, x + start, norm="linf", eps=eps, bounds=bounds)
     with torch.enable_grad():
         for _ in range(steps):
             x_adv = x_adv.detach().requires_grad_(True)
-            kl = F.kl_div(model(x_adv).log_softmax(dim=1), p_clean, reduction="sum")
+            kl = F.kl_div(_speed.logits(model, x_adv, fast).log_softmax(dim=1), p_clean, reduction="sum")
             grad = _grad_of(kl, x_adv)
             x_adv = apply_threat_model(
                 x, x_adv.detach() + alpha * grad.sign(), norm="linf", eps=eps, bounds=bounds
@@ -334,7 +340,14 @@ def adversarial_training(
     ``early_stop``, training stops and the best epoch's weights are restored.
 
     The model is trained in place and left in eval mode; ``data`` is not modified. Host
-    synchronisations happen once per epoch, not per batch.
+    synchronisations happen once per epoch, not per batch (on a GPU, batches copied from
+    pageable memory still block the host until ``pin_memory`` is on).
+
+    **Speed** (:mod:`labkit.speed`, off unless the profile turns it on; the ``gpu`` profile
+    does): batches reach the GPU through pinned memory without blocking the host, and the
+    forward passes of the attack and of the training step run under bfloat16 autocast
+    (float16 with a gradient scaler). Call ``labkit.speed.prepare(model)`` before training for
+    ``channels_last`` weights and a compiled network.
 
     **Several processes** (``torchrun``, PyTorch's DistributedDataParallel): when a
     ``torch.distributed`` process group is initialised, the same call trains data-parallel with
@@ -446,6 +459,10 @@ def adversarial_training(
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(data) / batch_size)
     schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
+    # Opt-in speed features of the active profile (labkit.speed; all off under ci and laptop).
+    fast = _speed.current()
+    # float16 gradients need loss scaling; bfloat16 and float32 do not (a disabled scaler is a no-op).
+    scaler = torch.amp.GradScaler(device.type, enabled=fast.autocast == "fp16" and fast.applies_to(device))
     history = AdversarialHistory()
     best_robust = -1.0
     best_state: dict[str, torch.Tensor] | None = None
@@ -473,34 +490,37 @@ def adversarial_training(
                         continue
                     share = idx.tensor_split(world)[rank] if world > 1 else idx
                     weight = len(share) * world / len(idx)  # DDP averages; this makes it the batch mean
-                    xb, yb = data.x[share].to(device), data.y[share].to(device)
+                    xb = _speed.to_device(data.x[share], device, fast)
+                    yb = _speed.to_device(data.y[share], device, fast)
                     model.eval()
                     x_adv = attack(model, xb, yb).detach()
                     model.train()
-                    if loss == "trades":
-                        if world > 1:  # one forward pass per backward pass under DDP
-                            both = trainer(torch.cat([xb, x_adv]))
-                            logits, logits_adv = both[: len(share)], both[len(share) :]
+                    with _speed.autocast(device, fast):  # a no-op unless the profile turns it on
+                        if loss == "trades":
+                            if world > 1:  # one forward pass per backward pass under DDP
+                                both = trainer(torch.cat([xb, x_adv]))
+                                logits, logits_adv = both[: len(share)], both[len(share) :]
+                            else:
+                                logits = trainer(xb)
+                                logits_adv = trainer(x_adv)
+                            kl = F.kl_div(
+                                logits_adv.log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean"
+                            )
+                            objective = F.cross_entropy(logits, yb) + beta * kl
+                        elif clean_weight > 0:
+                            both = trainer(torch.cat([x_adv, xb]))
+                            logits_adv, logits = both[: len(share)], both[len(share) :]
+                            objective = (1 - clean_weight) * F.cross_entropy(
+                                logits_adv, yb
+                            ) + clean_weight * F.cross_entropy(logits, yb)
                         else:
-                            logits = trainer(xb)
                             logits_adv = trainer(x_adv)
-                        kl = F.kl_div(
-                            logits_adv.log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean"
-                        )
-                        objective = F.cross_entropy(logits, yb) + beta * kl
-                    elif clean_weight > 0:
-                        both = trainer(torch.cat([x_adv, xb]))
-                        logits_adv, logits = both[: len(share)], both[len(share) :]
-                        objective = (1 - clean_weight) * F.cross_entropy(
-                            logits_adv, yb
-                        ) + clean_weight * F.cross_entropy(logits, yb)
-                    else:
-                        logits_adv = trainer(x_adv)
-                        logits = logits_adv  # clean accuracy per batch is not measured then
-                        objective = F.cross_entropy(logits_adv, yb)
+                            logits = logits_adv  # clean accuracy per batch is not measured then
+                            objective = F.cross_entropy(logits_adv, yb)
                     optimiser.zero_grad(set_to_none=True)
-                    (objective * weight if world > 1 else objective).backward()
-                    optimiser.step()
+                    scaler.scale(objective * weight if world > 1 else objective).backward()
+                    scaler.step(optimiser)
+                    scaler.update()
                     schedule.step()
                     totals[0] += objective.detach() * len(share)
                     totals[1] += (logits.detach().argmax(1) == yb).sum()
