@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="ci, laptop or gpu (default: active profile)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=pretrain)
+    from labkit.course.commands import add_commands  # grade, certify, verify
+
+    add_commands(sub)
     p = sub.add_parser("serve", help="serve a zoo model over HTTP on 127.0.0.1 (Ctrl-C stops it)")
     p.add_argument("--model", default="digits-cnn", help="zoo model name (default: digits-cnn)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address only (default: 127.0.0.1)")

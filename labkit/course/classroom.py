@@ -1,0 +1,540 @@
+"""Grade a whole class: every submission in its own sandbox, then one validated merge.
+
+:func:`grade_class` finds the notebooks (:mod:`labkit.course.submissions`), builds each lesson
+once in a scratch course, grades every submission in a worker of its own
+(:mod:`labkit.course.sandbox`), checks what each worker reports against the lesson's gradebook
+entries, and only then writes the grades CSV, the feedback and the instructor's gradebook.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit.course.grading import CellScore, GradingError, _api, _check, _stage
+from labkit.course.manifest import Course, Lesson
+from labkit.course.sandbox import Limits, SandboxJob, read_result, start_worker, stop_worker
+from labkit.course.submissions import Submission, check_submission, copy_notebook, find_submissions
+
+__all__ = ["ClassGrades", "LessonGrade", "grade_class", "merge_into_gradebook"]
+
+
+@dataclass
+class LessonGrade:
+    """The outcome for one learner and one lesson."""
+
+    student: str
+    lesson: str
+    status: str  # "graded" or "error"
+    score: float
+    max_score: float
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cells: list[CellScore] = field(default_factory=list)
+    feedback_html: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.score / self.max_score if self.max_score else 0.0
+
+
+@dataclass
+class _Template:
+    lesson: Lesson
+    root: Path
+    cells: dict[str, tuple[float, bool]]  # grade_id -> (max_score, autograded)
+
+    @property
+    def release(self) -> Path:
+        return self.root / "lessons" / self.lesson.slug / str(self.lesson.notebook)
+
+    @property
+    def max_score(self) -> float:
+        return sum(m for m, _ in self.cells.values())
+
+
+@dataclass
+class ClassGrades:
+    """Grades of a class for the lessons graded in one run."""
+
+    course: Course
+    lessons: list[Lesson]
+    results: list[LessonGrade]
+    wall_seconds: float = 0.0
+    isolation: list[str] = field(default_factory=list)
+
+    @property
+    def students(self) -> list[str]:
+        return sorted({r.student for r in self.results})
+
+    def get(self, student: str, lesson: str) -> LessonGrade | None:
+        for r in self.results:
+            if r.student == student and lesson in (r.lesson, self.course.lesson(r.lesson).id):
+                return r
+        return None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per learner: totals, per-lesson and per-concept fractions, problems."""
+        concepts = sorted({c for ls in self.lessons for c in ls.concepts})
+        rows = []
+        for student in self.students:
+            row: dict[str, Any] = {"student": student}
+            earned = possible = 0.0
+            per_concept: dict[str, list[float]] = {c: [0.0, 0.0] for c in concepts}
+            notes = []
+            for ls in self.lessons:
+                grade = self.get(student, ls.slug)
+                score = grade.score if grade else 0.0
+                top = grade.max_score if grade and grade.max_score else float(ls.points)
+                earned += score
+                possible += top
+                row[f"lesson:{ls.slug}"] = round(score / top, 4) if top else 0.0
+                row[f"points:{ls.slug}"] = round(score, 2)
+                for c in ls.concepts:
+                    per_concept[c][0] += score
+                    per_concept[c][1] += top
+                if grade is None:
+                    notes.append(f"{ls.slug}: no submission")
+                elif grade.status != "graded":
+                    notes.append(f"{ls.slug}: {grade.reason}")
+                elif grade.reason:
+                    notes.append(f"{ls.slug}: {grade.reason}")
+            row["points"] = round(earned, 2)
+            row["max_points"] = round(possible, 2)
+            row["percent"] = round(100 * earned / possible, 1) if possible else 0.0
+            for c in concepts:
+                got, top = per_concept[c]
+                row[f"concept:{c}"] = round(got / top, 4) if top else 0.0
+            row["notes"] = "; ".join(notes)
+            rows.append(row)
+        return rows
+
+    def write_csv(self, path: str | Path) -> Path:
+        """The grades CSV: one row per learner (see :meth:`rows`)."""
+        out = Path(path)
+        rows = self.rows()
+        head = ["student", "points", "max_points", "percent"]
+        if rows:
+            head += [k for k in rows[0] if k not in head]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=head)
+            writer.writeheader()
+            writer.writerows(rows)
+        return out
+
+    def write_submissions_csv(self, path: str | Path) -> Path:
+        """One row per submission: status, score, reason, warnings and grading time."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(
+                ["student", "lesson", "status", "score", "max_score", "reason", "warnings", "seconds"]
+            )
+            for r in self.results:
+                writer.writerow(
+                    [
+                        r.student,
+                        r.lesson,
+                        r.status,
+                        f"{r.score:g}",
+                        f"{r.max_score:g}",
+                        r.reason,
+                        "; ".join(r.warnings),
+                        f"{r.seconds:.1f}",
+                    ]
+                )
+        return out
+
+    def summary(self) -> str:
+        """A Markdown table per lesson: how many graded, failed, and the score distribution."""
+        lines = [
+            "| lesson | graded | errors | mean | median | min | max | s/submission |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for ls in self.lessons:
+            mine = [r for r in self.results if r.lesson == ls.slug]
+            ok = [r for r in mine if r.status == "graded"]
+            pct = [100 * r.fraction for r in mine]
+            secs = [r.seconds for r in ok]
+
+            def fmt(values: list[float], fn: Any) -> str:
+                return f"{fn(values):.0f}%" if values else "-"
+
+            lines.append(
+                f"| {ls.slug} | {len(ok)} | {len(mine) - len(ok)} | {fmt(pct, statistics.mean)} | "
+                f"{fmt(pct, statistics.median)} | {fmt(pct, min)} | {fmt(pct, max)} | "
+                f"{(statistics.mean(secs) if secs else 0):.1f} |"
+            )
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.summary()
+
+
+def _build_template(course: Course, lesson: Lesson, root: Path, profile: str | None) -> _Template:
+    from nbgrader.api import Gradebook
+
+    root.mkdir(parents=True)
+    _stage(course, [lesson], root)
+    api = _api(course, root, profile)
+    _check(api.generate_assignment(lesson.slug, force=True), f"generate_assignment {lesson.slug}")
+    cells: dict[str, tuple[float, bool]] = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        nb = gb.find_notebook(Path(str(lesson.notebook)).stem, lesson.slug)
+        for cell in nb.grade_cells:
+            source = next((s for s in nb.source_cells if s.name == cell.name), None)
+            autograded = cell.cell_type == "code" and not _is_solution(nb, cell.name)
+            cells[cell.name] = (float(cell.max_score), autograded and source is not None)
+    return _Template(lesson=lesson, root=root, cells=cells)
+
+
+def _is_solution(nb: Any, name: str) -> bool:
+    return any(s.name == name for s in nb.solution_cells)
+
+
+def _validate(raw: dict[str, Any], sub: Submission, tpl: _Template) -> LessonGrade:
+    """Turn a worker's raw result into a LessonGrade, rejecting anything malformed."""
+    top = tpl.max_score
+    base = LessonGrade(sub.student, sub.lesson, "error", 0.0, top, warnings=list(sub.warnings))
+    seconds = raw.get("seconds")
+    base.seconds = float(seconds) if isinstance(seconds, int | float) and math.isfinite(seconds) else 0.0
+    status = raw.get("status")
+    if status == "error":
+        base.reason = str(raw.get("reason", "grading failed"))[:300]
+        return base
+    if status != "graded" or raw.get("student") != sub.student or raw.get("lesson") != sub.lesson:
+        base.reason = "invalid result from the grading worker (wrong learner, lesson or status)"
+        return base
+    cells = raw.get("cells")
+    if not isinstance(cells, list):
+        base.reason = "invalid result from the grading worker (no cells)"
+        return base
+    seen: dict[str, CellScore] = {}
+    for item in cells:
+        if not isinstance(item, dict):
+            base.reason = "invalid result from the grading worker (a cell is not a mapping)"
+            return base
+        gid, score, top_cell = item.get("grade_id"), item.get("score"), item.get("max_score")
+        if gid not in tpl.cells or gid in seen:
+            base.reason = f"invalid result from the grading worker (unexpected cell {gid!r})"
+            return base
+        expected_max, autograded = tpl.cells[str(gid)]
+        if (
+            not isinstance(score, int | float)
+            or not isinstance(top_cell, int | float)
+            or not math.isfinite(score)
+            or not 0 <= score <= expected_max
+            or top_cell != expected_max
+        ):
+            base.reason = f"invalid result from the grading worker (score {score!r} for {gid})"
+            return base
+        seen[str(gid)] = CellScore(str(gid), float(score), float(expected_max), autograded)
+    if set(seen) != set(tpl.cells):
+        missing = ", ".join(sorted(set(tpl.cells) - set(seen)))
+        base.reason = f"invalid result from the grading worker (missing cells {missing})"
+        return base
+    feedback = raw.get("feedback_html", "")
+    if not isinstance(feedback, str) or "BEGIN HIDDEN TESTS" in feedback:
+        feedback = ""
+        base.warnings.append("feedback withheld: it did not pass the hidden-test check")
+    reasons = []
+    events = raw.get("events")
+    errors = raw.get("errors")
+    events = events if isinstance(events, list) else []
+    errors = errors if isinstance(errors, dict) else {}
+    reasons += [str(e)[:200] for e in events]
+    # The learner's own cells that raised (a timeout, MemoryError, ...) explain the lost points.
+    reasons += [f"{gid}: {str(err)[:160]}" for gid, err in errors.items() if gid not in tpl.cells]
+    for gid, cell in seen.items():
+        if cell.autograded and cell.score < cell.max_score and gid in errors:
+            reasons.append(f"{gid}: {str(errors[gid])[:160]}")
+    return LessonGrade(
+        student=sub.student,
+        lesson=sub.lesson,
+        status="graded",
+        score=sum(c.score for c in seen.values()),
+        max_score=top,
+        reason="; ".join(reasons[:6]),
+        warnings=base.warnings,
+        seconds=base.seconds,
+        cells=[seen[g] for g in tpl.cells],
+        feedback_html=feedback,
+    )
+
+
+def merge_into_gradebook(
+    gradebook: str | Path, template_db: Path, lesson: Lesson, grades: Sequence[LessonGrade]
+) -> int:
+    """Write validated autograded scores into an nbgrader gradebook; returns how many merged.
+
+    The lesson's assignment is created from the scratch build when the gradebook does not have
+    it yet. Manually graded cells keep whatever score they already have.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    nb_name = Path(str(lesson.notebook)).stem
+    merged = 0
+    with Gradebook(f"sqlite:///{template_db}") as src, Gradebook(f"sqlite:///{Path(gradebook)}") as gb:
+        try:
+            gb.find_assignment(lesson.slug)
+        except MissingEntry:
+            snb = src.find_notebook(nb_name, lesson.slug)
+            gb.update_or_create_assignment(lesson.slug)
+            gb.update_or_create_notebook(nb_name, lesson.slug)
+            for c in snb.source_cells:
+                gb.update_or_create_source_cell(
+                    c.name,
+                    nb_name,
+                    lesson.slug,
+                    cell_type=c.cell_type,
+                    locked=c.locked,
+                    source=c.source,
+                    checksum=c.checksum,
+                )
+            for c in snb.solution_cells:
+                gb.update_or_create_solution_cell(c.name, nb_name, lesson.slug)
+            for c in snb.grade_cells:
+                gb.update_or_create_grade_cell(
+                    c.name, nb_name, lesson.slug, max_score=c.max_score, cell_type=c.cell_type
+                )
+            for c in snb.task_cells:
+                gb.update_or_create_task_cell(
+                    c.name, nb_name, lesson.slug, max_score=c.max_score, cell_type=c.cell_type
+                )
+        for g in grades:
+            if g.status != "graded":
+                continue
+            gb.update_or_create_student(g.student)
+            try:
+                gb.find_submission(lesson.slug, g.student)
+            except MissingEntry:
+                gb.add_submission(lesson.slug, g.student)
+            for cell in g.cells:
+                grade = gb.find_grade(cell.grade_id, nb_name, lesson.slug, g.student)
+                if cell.autograded:
+                    grade.auto_score = cell.score
+                    grade.needs_manual_grade = False
+                elif grade.manual_score is None:
+                    grade.needs_manual_grade = True
+            gb.db.commit()
+            merged += 1
+    return merged
+
+
+def _hide_list(course: Course, extra: Sequence[Path]) -> list[str]:
+    """Paths to hide from the kernel, minus any that hold labkit or Python itself."""
+    import labkit
+
+    keep = [
+        Path(labkit.__file__).resolve().parent,
+        Path(sys.prefix).resolve(),
+        Path(sys.executable).resolve(),
+    ]
+    candidates = [
+        course.root / name
+        for name in ("solutions", "submitted", "autograded", "feedback", "release", "source")
+    ]
+    candidates += list(extra)
+    hide = []
+    for p in candidates:
+        p = p.resolve()
+        if not p.exists() or any(k == p or k.is_relative_to(p) for k in keep):
+            continue
+        hide.append(str(p))
+    return sorted(set(hide))
+
+
+def grade_class(
+    course: Course,
+    source: str | Path,
+    *,
+    out: str | Path,
+    jobs: int = 1,
+    limits: Limits | None = None,
+    lesson: str | None = None,
+    gradebook: str | Path | None = None,
+    profile: str | None = None,
+    progress: bool = True,
+) -> ClassGrades:
+    """Autograde every submission under ``source`` and write the results to ``out``.
+
+    Parameters
+    ----------
+    course:
+        The manifest.
+    source:
+        Folder or zip of submissions (layouts in :mod:`labkit.course.submissions`).
+    out:
+        Output folder: ``grades.csv``, ``submissions.csv``, ``summary.md`` and
+        ``feedback/<learner>/<lesson>/<notebook>.html``.
+    jobs:
+        Submissions graded at once, each in its own worker process.
+    limits:
+        Resource limits per submission.
+    lesson:
+        Grade only this lesson (and map ``<learner>.ipynb`` files to it).
+    gradebook:
+        nbgrader gradebook to merge validated grades into; ``None`` merges nothing.
+    profile:
+        Run profile (its ``cell_timeout`` is the per-cell limit unless ``limits`` sets one).
+    progress:
+        Show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    limits = limits or Limits()
+    out_dir = Path(out)
+    start = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="labkit-class-"))
+    try:
+        subs = find_submissions(course, source, lesson=lesson, workdir=scratch)
+        lessons = sorted({course.lesson(s.lesson) for s in subs}, key=lambda ls: ls.id)
+        if lesson is not None:
+            lessons = [course.lesson(lesson)]
+        templates = {
+            ls.slug: _build_template(course, ls, scratch / "templates" / ls.slug, profile) for ls in lessons
+        }
+        hide = _hide_list(course, [Path(source), out_dir, *([Path(gradebook)] if gradebook else [])])
+        cache = _cache_dir()
+        results: dict[int, LessonGrade] = {}
+        pending: list[tuple[int, Submission, SandboxJob]] = []
+        for i, sub in enumerate(subs):
+            tpl = templates[sub.lesson]
+            readable, warnings = check_submission(sub.path, tpl.release)
+            sub.warnings += warnings
+            if not readable:
+                results[i] = LessonGrade(
+                    sub.student,
+                    sub.lesson,
+                    "error",
+                    0.0,
+                    tpl.max_score,
+                    reason="corrupt .ipynb: " + warnings[0],
+                    warnings=sub.warnings,
+                )
+                continue
+            jobdir = scratch / "jobs" / str(i)
+            inbox = jobdir / "inbox"
+            shutil.copytree(tpl.root, inbox)
+            copy_notebook(sub.path, inbox / "submission.ipynb")
+            job = SandboxJob(
+                student=sub.student,
+                lesson=sub.lesson,
+                notebook=str(course.lesson(sub.lesson).notebook),
+                inbox=str(inbox),
+                result_path=str(jobdir / "result.json"),
+                limits=limits,
+                profile=profile,
+                cache_dir=str(cache) if cache else None,
+                hide=hide,
+            )
+            pending.append((i, sub, job))
+        bar = tqdm(total=len(subs), disable=not progress, desc="grading", unit="notebook")
+        bar.update(len(results))
+        running: dict[int, tuple[int, Submission, SandboxJob, subprocess.Popen[bytes], float]] = {}
+        free = list(range(jobs))
+        while pending or running:
+            while pending and free:
+                i, sub, job = pending.pop(0)
+                job.slot = free.pop(0)
+                proc = start_worker(job, log_path=Path(job.result_path).with_suffix(".log"))
+                running[job.slot] = (i, sub, job, proc, time.perf_counter())
+            time.sleep(0.2)
+            for slot, (i, sub, job, proc, t0) in list(running.items()):
+                elapsed = time.perf_counter() - t0
+                if proc.poll() is None and elapsed < limits.wall_seconds:
+                    continue
+                if proc.returncode is None:
+                    stop_worker(proc, job)
+                    raw: dict[str, Any] = {
+                        "status": "error",
+                        "reason": f"stopped after the {limits.wall_seconds} s wall-clock limit",
+                        "seconds": elapsed,
+                    }
+                else:
+                    stop_worker(proc, job)  # also ends anything left running in its account
+                    raw = read_result(
+                        job, proc.returncode, Path(job.result_path).with_suffix(".log"), elapsed
+                    )
+                results[i] = _validate(raw, sub, templates[sub.lesson])
+                results[i].seconds = elapsed
+                del running[slot]
+                free.append(slot)
+                bar.update(1)
+                bar.set_postfix_str(f"{sub.student}/{sub.lesson}: {results[i].status}")
+        bar.close()
+        grades = ClassGrades(
+            course=course,
+            lessons=lessons,
+            results=[results[i] for i in sorted(results)],
+            wall_seconds=time.perf_counter() - start,
+        )
+        grades.isolation = sorted(set(_isolation_from_logs(scratch)))
+        _write_outputs(grades, out_dir)
+        if gradebook is not None:
+            for ls in lessons:
+                merge_into_gradebook(
+                    gradebook,
+                    templates[ls.slug].root / "gradebook.db",
+                    ls,
+                    [r for r in grades.results if r.lesson == ls.slug],
+                )
+        return grades
+    except GradingError:
+        raise
+    finally:
+        if not os.environ.get("LABKIT_KEEP_GRADING_FILES"):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _isolation_from_logs(scratch: Path) -> list[str]:
+    found: list[str] = []
+    for path in scratch.glob("jobs/*/result.json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        iso = data.get("isolation") if isinstance(data, dict) else None
+        if isinstance(iso, list):
+            found += [str(x) for x in iso if not str(x).startswith(("hidden:", "private:"))]
+    return found
+
+
+def _cache_dir() -> Path | None:
+    from labkit.config import cache_dir
+
+    try:
+        return cache_dir()
+    except OSError:
+        return None
+
+
+def _write_outputs(grades: ClassGrades, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    grades.write_csv(out / "grades.csv")
+    grades.write_submissions_csv(out / "submissions.csv")
+    (out / "summary.md").write_text(grades.summary() + "\n", encoding="utf-8")
+    for r in grades.results:
+        if r.feedback_html:
+            nb = Path(str(grades.course.lesson(r.lesson).notebook)).stem
+            path = out / "feedback" / r.student / r.lesson / f"{nb}.html"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(r.feedback_html, encoding="utf-8")
+    os.chmod(out, 0o755)
