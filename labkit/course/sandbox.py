@@ -352,6 +352,30 @@ def _expose(paths: list[Path], isolated: list[str]) -> bool:
     return True
 
 
+def _hold_under(paths: list[Path], folders: list[str]) -> dict[Path, int]:
+    """Open the ``paths`` that lie inside one of ``folders`` (outermost only), keyed by path."""
+    roots = [Path(f).resolve() for f in folders]
+    held: dict[Path, int] = {}
+    for path in sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts)):
+        inside = any(path.is_relative_to(r) and path != r for r in roots)
+        if inside and path.is_dir() and not any(path.is_relative_to(h) for h in held):
+            held[path] = os.open(path, os.O_RDONLY)
+    return held
+
+
+def _bind_back(held: dict[Path, int]) -> None:
+    """Bind each held folder (with the mounts under it) back at its path, then close it."""
+    libc = _libc()
+    for path, fd in held.items():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            source = f"/proc/self/fd/{fd}".encode()
+            if libc.mount(source, str(path).encode(), None, MS_BIND | MS_REC, None) != 0:
+                raise OSError(f"could not bind {path} back into the sandbox's private temporary folder")
+        finally:
+            os.close(fd)
+
+
 def _cover(path: str) -> bool:
     """Hide ``path`` (a folder: empty tmpfs; a file: an empty file bound over it)."""
     libc = _libc()
@@ -544,9 +568,6 @@ def _grade(job: SandboxJob, isolated: list[str]) -> dict[str, Any]:
         for path in job.hide:
             if Path(path).exists() and _cover(path):
                 isolated.append(f"hidden:{path}")
-        for tmp in (_SYSTEM_TMP, "/var/tmp", "/dev/shm"):
-            if Path(tmp).is_dir() and _mount_tmpfs(tmp):
-                isolated.append(f"private:{tmp}")
         import labkit
 
         needed = [
@@ -555,6 +576,14 @@ def _grade(job: SandboxJob, isolated: list[str]) -> dict[str, Any]:
             Path(sys.executable).resolve().parent,
             Path(labkit.__file__).resolve().parent.parent,
         ]
+        tmps = [tmp for tmp in (_SYSTEM_TMP, "/var/tmp", "/dev/shm") if Path(tmp).is_dir()]
+        # Python, the course or labkit may live under a temporary folder (a checkout in /tmp):
+        # hold them open so they can be bound back into the private tmpfs that covers it.
+        held = _hold_under(needed, tmps)
+        for tmp in tmps:
+            if _mount_tmpfs(tmp):
+                isolated.append(f"private:{tmp}")
+        _bind_back(held)
         if not _expose(needed, isolated):
             kernel_uid = -1  # the kernel could not import Python: keep the grader's account
         if f"private:{_SYSTEM_TMP}" in isolated:
