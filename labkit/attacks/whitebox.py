@@ -173,9 +173,15 @@ def _evaluate(
     y: torch.Tensor,
     targeted: bool,
     fast: _speed.SpeedConfig | None = None,
+    *,
+    check: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass without gradients: per-example loss and success (``check`` as in
+    :func:`_input_grad`)."""
     with torch.no_grad():
         logits = _speed.logits(model, x_adv, fast or _OFF)
+    if check:
+        check_logits(logits, y, stacklevel=3)
     return _objective(logits, y, targeted), _succeeded(logits, y, targeted)
 
 
@@ -358,13 +364,8 @@ def pgd(
                 x_adv = apply_threat_model(
                     x, x_adv + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
                 )
-            if best is None:  # steps == 0: score the starting point, and validate there
-                with torch.no_grad():
-                    logits = _speed.logits(model, x_adv, fast)
-                check_logits(logits, y, stacklevel=2)
-                scored = (_objective(logits, y, targeted), _succeeded(logits, y, targeted))
-            else:
-                scored = _evaluate(model, x_adv, y, targeted, fast)
+            # with steps == 0 this is the first forward pass, so it validates the logits
+            scored = _evaluate(model, x_adv, y, targeted, fast, check=best is None)
             best = _Best.merge(best, x_adv, *scored)
         assert best is not None  # restarts >= 1
         return best.adv
