@@ -53,8 +53,13 @@ def init_process_group() -> tuple[int, int, torch.device]:
 
 
 def destroy_process_group() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined, once every process has reached this point.
+
+    The barrier keeps a fast rank from tearing down its communication threads while a slow one
+    (rank 0, writing the weights) still talks to it, which can abort the process at exit.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
