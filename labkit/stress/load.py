@@ -123,7 +123,36 @@ def _check_seconds(value: object, name: str, high: float) -> float:
 
 
 @dataclass
-class LoadTestReport:
+class _RowReport:
+    """Rows of measurements with a summary line, shown as a table in notebooks."""
+
+    rows: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+    _title = ""
+
+    def column(self, name: str) -> list[Any]:
+        """One column of the table, e.g. ``report.column("p99_ms")``."""
+        if self.rows and name not in self.rows[0]:
+            raise KeyError(f"no column {name!r}; have {', '.join(self.rows[0])}")
+        return [r[name] for r in self.rows]
+
+    def _table(self) -> tuple[list[str], list[list[object]]]:
+        raise NotImplementedError
+
+    def _summary(self) -> str:
+        raise NotImplementedError
+
+    def _repr_markdown_(self) -> str:
+        headers, rows = self._table()
+        return f"**{self._title}.** {self._summary()}\n\n" + markdown_table(headers, rows)
+
+    def _repr_html_(self) -> str:
+        headers, rows = self._table()
+        return html_table(headers, rows, caption=self._summary())
+
+
+@dataclass
+class LoadTestReport(_RowReport):
     """One row per concurrency level.
 
     Attributes
@@ -137,14 +166,7 @@ class LoadTestReport:
         The URL, rows per request, limits, and the load average before and after.
     """
 
-    rows: list[dict[str, Any]]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def column(self, name: str) -> list[Any]:
-        """One column of the table, e.g. ``report.column("p99_ms")``."""
-        if self.rows and name not in self.rows[0]:
-            raise KeyError(f"no column {name!r}; have {', '.join(self.rows[0])}")
-        return [r[name] for r in self.rows]
+    _title = "Load test"
 
     def _table(self) -> tuple[list[str], list[list[object]]]:
         headers = [
@@ -184,14 +206,6 @@ class LoadTestReport:
             f"at most {self.info.get('requests', '?')} requests and {self.info.get('duration_s', '?')} s "
             f"per level{load}"
         )
-
-    def _repr_markdown_(self) -> str:
-        headers, rows = self._table()
-        return f"**Load test.** {self._summary()}\n\n" + markdown_table(headers, rows)
-
-    def _repr_html_(self) -> str:
-        headers, rows = self._table()
-        return html_table(headers, rows, caption=self._summary())
 
     def __repr__(self) -> str:
         return f"LoadTestReport({len(self.rows)} levels, {self._summary()})"
@@ -307,7 +321,7 @@ def load_test(
 
 # ------------------------------------------------------------------------------ degradation
 @dataclass
-class DegradationReport:
+class DegradationReport(_RowReport):
     """Speed and answers of the same model served under different resource settings.
 
     ``rows`` hold ``setting``, the settings themselves (``config``), ``throughput``,
@@ -316,13 +330,7 @@ class DegradationReport:
     given, else NaN).
     """
 
-    rows: list[dict[str, Any]]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def column(self, name: str) -> list[Any]:
-        if self.rows and name not in self.rows[0]:
-            raise KeyError(f"no column {name!r}; have {', '.join(self.rows[0])}")
-        return [r[name] for r in self.rows]
+    _title = "Degradation under constraints"
 
     def _table(self) -> tuple[list[str], list[list[object]]]:
         headers = ["setting", "req/s", "p50 ms", "p99 ms", "error rate", "agreement", "accuracy"]
@@ -347,14 +355,6 @@ class DegradationReport:
             f"{self.info.get('rows_per_request', '?')} input(s) per request"
         )
         return text + (f"; load average {load[0]:.2f}" if load else "")
-
-    def _repr_markdown_(self) -> str:
-        headers, rows = self._table()
-        return f"**Degradation under constraints.** {self._summary()}\n\n" + markdown_table(headers, rows)
-
-    def _repr_html_(self) -> str:
-        headers, rows = self._table()
-        return html_table(headers, rows, caption=self._summary())
 
     def plot(self, *, axes: Any = None) -> Any:
         """Throughput and p99 latency (left), agreement and accuracy (right) per setting."""
