@@ -133,17 +133,10 @@ def test_catastrophic_overfitting_is_detected_and_the_best_epoch_restored(
     """When robust accuracy on the monitor batch collapses, the loop warns, stops and restores the best weights."""
     data = train_data.subset(range(128))
     model = copy.deepcopy(standard)
-    calls = {"n": 0}
-
-    def collapsing_monitor(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # robust for two epochs, then every example falls (what PGD shows after catastrophic overfitting)
-        calls["n"] += 1
-        return x if calls["n"] <= 2 else torch.rand_like(x).round()
-
     attack = partial(H.fgsm_rs_attack, eps=EPS)
     with pytest.warns(H.CatastrophicOverfittingWarning, match="catastrophic overfitting at epoch 3"):
         history = H.adversarial_training(
-            model, data, attack=attack, epochs=5, lr=1e-4, monitor_attack=collapsing_monitor, progress=False
+            model, data, attack=attack, epochs=5, lr=1e-4, monitor_attack=_collapsing_after(2), progress=False
         )
     best = history.rows[history.restored_epoch - 1]["robust_acc"] if history.restored_epoch else 0.0
     assert best > 0.9 and history.rows[-1]["robust_acc"] < 0.5
@@ -154,14 +147,98 @@ def test_catastrophic_overfitting_is_detected_and_the_best_epoch_restored(
     assert lk.models.accuracy(model, x, y) > 0.9  # the restored weights
 
 
+def _collapsing_after(epochs: int) -> lk.attacks.whitebox.Attack:
+    """A monitor attack that finds nothing for ``epochs`` epochs, then defeats every example."""
+    calls = {"n": 0}
+
+    def monitor(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return x if calls["n"] <= epochs else torch.rand_like(x).round()
+
+    return monitor
+
+
+def _no_attack(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _train_until_collapse(
+    model: lk.LabModel, data: lk.data.LabData, **options: object
+) -> H.AdversarialHistory:
+    """Five epochs on unattacked batches while the monitor attack collapses robust accuracy at epoch 3."""
+    return H.adversarial_training(
+        model, data, attack=_no_attack, epochs=5, lr=1e-4, monitor_attack=_collapsing_after(2), progress=False,
+        **options,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_gap_alarm_catches_a_model_that_beats_only_its_training_attack(
+    train_data: lk.data.LabData, standard: lk.LabModel
+) -> None:
+    """With the drop alarm off, a wide lead of training-attack accuracy over PGD accuracy still stops training."""
+    data = train_data.subset(range(128))
+    model = copy.deepcopy(standard)
+    with pytest.warns(
+        H.CatastrophicOverfittingWarning, match="the model beats its training attack, not the threat model"
+    ):
+        history = _train_until_collapse(model, data, overfit_drop=None, overfit_gap=0.3)
+    assert history.overfit_epoch == 3 and len(history) == 3
+    assert history.restored_epoch in (1, 2)
+    last = history.rows[-1]
+    assert last["attack_acc"] - last["robust_acc"] > 0.3
+    assert all(row["attack_acc"] - row["robust_acc"] < 0.05 for row in history.rows[:2])
+    assert history.overfit_reason is not None and "monitor_attack only" in history.overfit_reason
+    assert "catastrophic overfitting at epoch 3" in history._repr_markdown_()
+    labels = [line.get_label() for line in history.plot().axes[0].lines]
+    assert "attack_acc" in labels
+
+
+def test_gap_alarm_fires_on_the_slow_form_where_the_drop_alarm_cannot(
+    train_data: lk.data.LabData, standard: lk.LabModel
+) -> None:
+    """Robust accuracy that never rose gives the drop alarm nothing to fall from; the gap alarm still fires."""
+    data = train_data.subset(range(128))
+    strong = partial(lk.attacks.pgd, eps=0.3, steps=10, generator=torch.Generator().manual_seed(0))
+
+    def run(gap: float | None) -> H.AdversarialHistory:
+        return H.adversarial_training(
+            copy.deepcopy(standard), data, attack=_no_attack, epochs=3, lr=1e-5, monitor_attack=strong,
+            monitor_size=64, overfit_gap=gap, progress=False,
+        )  # fmt: skip
+
+    quiet = run(None)
+    assert not quiet.catastrophic_overfitting and len(quiet) == 3  # PGD accuracy near 0 throughout: no drop
+    with pytest.warns(H.CatastrophicOverfittingWarning, match="at epoch 2"):  # judged from the second epoch
+        loud = run(0.3)
+    assert loud.overfit_epoch == 2 and len(loud) == 2 and loud.restored_epoch == 1
+    assert all(row["attack_acc"] > 0.9 and row["robust_acc"] < 0.2 for row in loud.rows)
+
+
+def test_without_early_stop_the_alarm_warns_once_and_training_goes_on(
+    train_data: lk.data.LabData, standard: lk.LabModel
+) -> None:
+    """early_stop=False: one warning at the first bad epoch, every epoch trained, no weights restored."""
+    data = train_data.subset(range(128))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = _train_until_collapse(copy.deepcopy(standard), data, early_stop=False)
+    alarms = [w for w in caught if issubclass(w.category, H.CatastrophicOverfittingWarning)]
+    assert len(alarms) == 1 and "at epoch 3" in str(alarms[0].message)
+    assert history.overfit_epoch == 3 and len(history) == 5 and history.restored_epoch is None
+    assert "training went on" in history._repr_markdown_()
+
+
 def test_sane_fast_at_does_not_trigger_the_detector(train_data: lk.data.LabData) -> None:
     """FGSM with a random start and step 1.25 eps trains without a robust-accuracy collapse."""
     data = train_data.subset(range(512))
     model = small_cnn(data)
     with warnings.catch_warnings():
         warnings.simplefilter("error", H.CatastrophicOverfittingWarning)
-        history = H.fast_at(model, data, eps=EPS, epochs=4, lr=3e-3, monitor_size=128, progress=False)
+        history = H.fast_at(
+            model, data, eps=EPS, epochs=4, lr=3e-3, monitor_size=128, overfit_gap=0.3, progress=False
+        )
     assert not history.catastrophic_overfitting and history.restored_epoch is None
+    assert max(a - r for a, r in zip(history["attack_acc"], history["robust_acc"], strict=True)) < 0.3
     assert history["robust_acc"][-1] > history["robust_acc"][0]
 
 
@@ -354,6 +431,22 @@ def test_bad_arguments_raise_with_clear_messages(standard: lk.LabModel, train_da
         H.adversarial_training(standard, data, attack=H.fgsm_rs_attack, epochs=1, clean_weight=1.5)
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         H.adversarial_training(standard, data, attack=H.fgsm_rs_attack, epochs=0)
+    with pytest.raises(ValueError, match="overfit_gap must be in"):
+        H.adversarial_training(standard, data, attack=H.fgsm_rs_attack, epochs=1, overfit_gap=1.5)
+    with pytest.raises(ValueError, match="overfit_gap must be a finite number >= 0"):
+        H.adversarial_training(standard, data, attack=H.fgsm_rs_attack, epochs=1, overfit_gap=-0.1)
+    with pytest.raises(ValueError, match="needs one: pass a stronger attack"):
+        H.adversarial_training(standard, data, attack=H.fgsm_rs_attack, epochs=1, overfit_gap=0.3)
+    with pytest.raises(ValueError, match="set monitor_size above 0"):
+        H.adversarial_training(
+            standard,
+            data,
+            attack=H.fgsm_rs_attack,
+            epochs=1,
+            overfit_gap=0.3,
+            monitor_attack=_no_attack,
+            monitor_size=0,
+        )
     with pytest.raises(TypeError, match="attack must be a callable"):
         H.adversarial_training(standard, data, attack="pgd", epochs=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a labkit.LabModel"):

@@ -246,12 +246,15 @@ class AdversarialHistory(History):
 
     Columns: ``epoch``, ``loss``, ``train_acc`` (on the clean training batches),
     ``train_adv_acc`` (on the examples the training attack made), ``clean_acc`` and
-    ``robust_acc`` (on the held-out monitor batch, against ``monitor_attack``), ``lr`` and
-    ``seconds``. ``overfit_epoch`` is the epoch at which catastrophic overfitting was detected
-    (``None`` if never) and ``restored_epoch`` the epoch whose weights were kept.
+    ``robust_acc`` (on the held-out monitor batch, against ``monitor_attack``), ``attack_acc``
+    (on the monitor batch against the training attack; only when ``overfit_gap`` is set), ``lr``
+    and ``seconds``. ``overfit_epoch`` is the first epoch at which catastrophic overfitting was
+    detected (``None`` if never), ``overfit_reason`` says which alarm fired and why, and
+    ``restored_epoch`` is the epoch whose weights were kept.
     """
 
     overfit_epoch: int | None = None
+    overfit_reason: str | None = None
     restored_epoch: int | None = None
     train_seconds: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
@@ -265,9 +268,13 @@ class AdversarialHistory(History):
         table = super()._repr_markdown_()
         lines = [table, "", f"training time: {self.train_seconds:.1f} s"]
         if self.overfit_epoch is not None:
+            kept = (
+                f"weights of epoch {self.restored_epoch} kept"
+                if self.restored_epoch is not None
+                else "training went on"
+            )
             lines.append(
-                f"**catastrophic overfitting at epoch {self.overfit_epoch}**: robust accuracy "
-                f"collapsed; weights of epoch {self.restored_epoch} kept"
+                f"**catastrophic overfitting at epoch {self.overfit_epoch}**: {self.overfit_reason}; {kept}"
             )
         return "\n".join(lines)
 
@@ -277,7 +284,11 @@ class AdversarialHistory(History):
 
         if not self.rows:
             raise ValueError("no epochs to plot")
-        keys = [k for k in ("clean_acc", "robust_acc", "train_acc", "train_adv_acc") if k in self.rows[0]]
+        keys = [
+            k
+            for k in ("clean_acc", "robust_acc", "attack_acc", "train_acc", "train_adv_acc")
+            if k in self.rows[0]
+        ]
         fig = curves(
             self["epoch"],
             {k: self[k] for k in keys},
@@ -316,6 +327,7 @@ def adversarial_training(
     monitor_attack: Attack | None = None,
     monitor_size: int = 256,
     overfit_drop: float | None = 0.2,
+    overfit_gap: float | None = None,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -334,10 +346,22 @@ def adversarial_training(
 
     After every epoch it measures clean and robust accuracy (against ``monitor_attack``,
     default ``attack``) on a held-out monitor batch: the first ``monitor_size`` examples of
-    ``val``, else of ``data``. If robust accuracy falls more than ``overfit_drop`` below its
-    best so far, that is *catastrophic overfitting* (Wong et al.): a
-    :class:`CatastrophicOverfittingWarning` is raised, ``history.overfit_epoch`` set and, with
-    ``early_stop``, training stops and the best epoch's weights are restored.
+    ``val``, else of ``data``. Two alarms watch for *catastrophic overfitting* (Wong et al.),
+    a model that learns to defeat its own training attack instead of every attack in the ball:
+
+    * **drop** (``overfit_drop``): robust accuracy falls more than ``overfit_drop`` below its best
+      so far, the sudden collapse seen on CIFAR-10;
+    * **gap** (``overfit_gap``, off by default): accuracy on the monitor batch against the
+      training ``attack`` (column ``attack_acc``) exceeds robust accuracy against
+      ``monitor_attack`` by more than ``overfit_gap``. This also catches the slow form, in which
+      robust accuracy never rose, so there was nothing to drop from. It is judged from the
+      second epoch on (after one epoch, a single step can trail PGD widely on any model at a
+      large budget) and costs one run of the training attack on the monitor batch per epoch
+      (drawing from the attack's random generator, if it has one).
+
+    When either fires, a :class:`CatastrophicOverfittingWarning` is raised (once per run),
+    ``history.overfit_epoch`` and ``history.overfit_reason`` are set and, with ``early_stop``,
+    training stops and the weights of the epoch with the best robust accuracy are restored.
 
     The model is trained in place and left in eval mode; ``data`` is not modified. Host
     synchronisations happen once per epoch, not per batch (on a GPU, batches copied from
@@ -388,7 +412,11 @@ def adversarial_training(
         Examples in the monitor batch (0 turns monitoring off).
     overfit_drop:
         Drop in robust accuracy, below the best epoch's, that counts as catastrophic
-        overfitting; ``None`` turns detection off.
+        overfitting; ``None`` turns this alarm off.
+    overfit_gap:
+        Lead of accuracy against the training attack over robust accuracy, on the monitor batch,
+        that counts as catastrophic overfitting (0.3 suits FGSM training); ``None`` (default)
+        turns this alarm off. Needs a ``monitor_attack`` and a monitor batch.
     early_stop:
         On catastrophic overfitting, stop and restore the best epoch's weights.
     generator:
@@ -433,6 +461,15 @@ def adversarial_training(
     clean_weight = _check_fraction(clean_weight, "clean_weight")
     if overfit_drop is not None:
         overfit_drop = _check_fraction(overfit_drop, "overfit_drop")
+    if overfit_gap is not None:
+        overfit_gap = _check_fraction(overfit_gap, "overfit_gap")
+        if monitor_attack is None:
+            raise ValueError(
+                "overfit_gap compares the training attack with monitor_attack, so it needs one: pass "
+                "a stronger attack than the training one (e.g. PGD-10 when training with FGSM)"
+            )
+        if monitor_size == 0:
+            raise ValueError("overfit_gap needs a monitor batch; set monitor_size above 0")
     if val is not None and not isinstance(val, LabData):
         raise TypeError(f"val must be a LabData or None, got {type(val).__name__}")
     if isinstance(model, LabModel):
@@ -451,6 +488,7 @@ def adversarial_training(
 
         trainer = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     monitor_attack = monitor_attack if monitor_attack is not None else attack
+    watch = overfit_drop is not None or overfit_gap is not None
     source = val if val is not None else data
     n_mon = min(monitor_size, len(source))
     x_mon = source.x[:n_mon].to(device)
@@ -539,21 +577,36 @@ def adversarial_training(
                 if n_mon:
                     clean, robust = _monitor(model, x_mon, y_mon, monitor_attack)
                     row["clean_acc"], row["robust_acc"] = clean, robust
+                    if overfit_gap is not None:
+                        row["attack_acc"] = _monitor(model, x_mon, y_mon, attack)[1]
                 row["lr"] = float(schedule.get_last_lr()[0])
                 row["seconds"] = time.perf_counter() - start
                 history.rows.append(row)
                 bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "clean_acc", "robust_acc") if k in row})
                 if n_mon and not math.isnan(robust):
+                    reason = None
                     if overfit_drop is not None and robust < best_robust - overfit_drop:
-                        history.overfit_epoch = epoch
+                        reason = (
+                            f"robust accuracy on the monitor batch fell from {best_robust:.1%} "
+                            f"(epoch {best_epoch}) to {robust:.1%}"
+                        )
+                    elif overfit_gap is not None and epoch > 1 and row["attack_acc"] - robust > overfit_gap:
+                        reason = (
+                            f"on the monitor batch the training attack leaves {row['attack_acc']:.1%} "
+                            f"correct but monitor_attack only {robust:.1%}: the model beats its "
+                            "training attack, not the threat model"
+                        )
+                    if reason is not None and history.overfit_epoch is None:
+                        history.overfit_epoch, history.overfit_reason = epoch, reason
+                        stopping = early_stop and best_epoch is not None
                         warnings.warn(
-                            f"catastrophic overfitting at epoch {epoch}: robust accuracy on the monitor "
-                            f"batch fell from {best_robust:.1%} (epoch {best_epoch}) to {robust:.1%}. "
+                            f"catastrophic overfitting at epoch {epoch}: {reason}. "
                             + (
                                 f"Stopping and restoring the weights of epoch {best_epoch}. "
-                                if early_stop
+                                if stopping
                                 else ""
                             )
+                            + ("Stopping. " if early_stop and not stopping else "")
                             + "Use a smaller FGSM step (1.25*eps), more PGD steps, or a shorter schedule.",
                             CatastrophicOverfittingWarning,
                             stacklevel=2,
@@ -562,7 +615,7 @@ def adversarial_training(
                             break
                     if robust > best_robust:
                         best_robust, best_epoch = robust, epoch
-                        if overfit_drop is not None and early_stop:
+                        if watch and early_stop:
                             best_state = copy.deepcopy(model.state_dict())
     finally:
         model.eval()
@@ -701,6 +754,7 @@ def fast_at(
     val: LabData | None = None,
     monitor_size: int = 256,
     overfit_drop: float | None = 0.2,
+    overfit_gap: float | None = None,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -711,8 +765,9 @@ def fast_at(
     instead of PGD's several, so each epoch costs about as much as two of standard training.
     With too large a step (or no random start) the model can learn to defeat FGSM alone:
     *catastrophic overfitting*, PGD accuracy collapsing within an epoch. The loop watches PGD-10
-    accuracy on the monitor batch and, when it drops more than ``overfit_drop`` below its best,
-    warns, stops and restores the best epoch (``early_stop``).
+    accuracy on the monitor batch and, when it drops more than ``overfit_drop`` below its best
+    (or, with ``overfit_gap``, trails accuracy against the training attack by more than that),
+    warns, stops and restores the best epoch (``early_stop``); see :func:`adversarial_training`.
 
     Reference: Wong, Rice and Kolter, ICLR 2020, arXiv:2001.03994.
 
@@ -740,6 +795,7 @@ def fast_at(
         monitor_attack=_monitor_pgd(eps, gen),
         monitor_size=monitor_size,
         overfit_drop=overfit_drop,
+        overfit_gap=overfit_gap,
         early_stop=early_stop,
         generator=gen,
         progress=progress,
