@@ -597,16 +597,15 @@ def adversarial_training(
                             "training attack, not the threat model"
                         )
                     if reason is not None and history.overfit_epoch is None:
+                        # both alarms wait for a first epoch, so best_epoch is always set here
                         history.overfit_epoch, history.overfit_reason = epoch, reason
-                        stopping = early_stop and best_epoch is not None
                         warnings.warn(
                             f"catastrophic overfitting at epoch {epoch}: {reason}. "
                             + (
                                 f"Stopping and restoring the weights of epoch {best_epoch}. "
-                                if stopping
+                                if early_stop
                                 else ""
                             )
-                            + ("Stopping. " if early_stop and not stopping else "")
                             + "Use a smaller FGSM step (1.25*eps), more PGD steps, or a shorter schedule.",
                             CatastrophicOverfittingWarning,
                             stacklevel=2,
