@@ -14,31 +14,40 @@ TEST_CACHE ?= $(CURDIR)/.cache/labkit
 PYTEST_ARGS ?=
 # jupyter refuses to run as root without --allow-root (containers, CI).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# Every install comes from uv.lock (see README "Installing"). The Makefile bootstraps this exact
+# uv with pip into the venv; the lock pins uv too, so `uv sync` keeps it.
+UV_VERSION := 0.13.9
 # pip on some machines warns about every unreachable extra index; keep the log readable.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
-# torchattacks is the peer the attack tests compare against. It pins requests~=2.25, which
-# conflicts with nbgrader, so it is installed on its own without its (already present) deps.
-PEERS := torchattacks==3.5.1
-
-.PHONY: help install lab lessons test lint format unit notebooks grading browser browser-deps bench clean
+UV := $(BIN)/uv
+UV_SYNC_ARGS := --locked --extra test --extra peers
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+.PHONY: help install lock lab lessons test lint format unit notebooks grading browser browser-deps bench clean
 
 help:
 	@echo "make lab    set up (venv, install, learner notebooks) and start JupyterLab on lessons/"
 	@echo "make test   set up and run every check: lint, types, unit tests, notebooks, autograding"
 	@echo "make lint   ruff (lint and format check), mypy, notebooks stored without outputs"
 	@echo "make browser  JupyterLab in headless Chromium: lessons, nbgrader panel, lesson 00 runs"
+	@echo "make lock   refresh uv.lock on purpose (then make test)"
 	@echo "make bench  run the benchmarks in benchmarks/"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing labkit and its dependencies into $(VENV) (first time: a few minutes)"
-	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(PIP_FILTER)
-	@$(BIN)/python -m pip install --quiet -e ".[test]" 2>&1 | $(PIP_FILTER)
-	@$(BIN)/python -m pip install --quiet --no-deps $(PEERS) 2>&1 | $(PIP_FILTER)
-	@$(BIN)/python -c "import labkit, torch, torchvision, nbgrader" 
+	@$(UV) --version 2>/dev/null | grep -qF "uv $(UV_VERSION)" || { $(BIN)/python -m ensurepip --default-pip >/dev/null \
+		&& $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" 2>&1 | $(PIP_FILTER); }
+	@echo "installing the locked environment (uv.lock) into $(VENV)"
+	@$(UV) sync $(UV_SYNC_ARGS) --python $(BIN)/python
+	@$(BIN)/python -c "import labkit, torch, torchvision, nbgrader"
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh the lock on purpose (new versions from the registry), then run `make test`.
+lock: $(STAMP)
+	$(UV) lock --upgrade
+	@echo "uv.lock refreshed: review the diff, run make test, and update the README's figures"
 
 lessons: $(STAMP)
 	$(BIN)/labkit build --missing

@@ -282,7 +282,7 @@ class _MicroBatcher:
         self.queue.put_nowait(job)  # asyncio.QueueFull when the queue is full
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             job.abandoned = True
             raise
 
@@ -512,13 +512,13 @@ def create_app(
         try:
             left = cfg.timeout_s - (time.perf_counter() - started)
             if left <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             answer = await batcher.submit(x, timeout=left)
         except asyncio.QueueFull:
             return refuse(
                 503, f"overloaded: {cfg.queue_size} requests already queued; retry later", started, 1.0
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return refuse(504, f"no answer within {cfg.timeout_s:g} s; the server is too busy", started)
         except RateLimitExceeded as err:
             return refuse(429, str(err), started, err.retry_after if math.isfinite(err.retry_after) else None)

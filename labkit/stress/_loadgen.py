@@ -129,7 +129,7 @@ async def one_level(
             t0 = time.perf_counter()
             try:
                 status = await asyncio.wait_for(connection.send(request), timeout_s)
-            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError):
                 connection.close()  # the connection is in an unknown state: start a new one
                 status = 0
             if status == 200:
