@@ -49,10 +49,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
+# Every wait polls and returns as soon as its condition holds, so long limits cost nothing on a
+# quiet machine. They are sized for a busy 2-core one (load average 8 and more: starting a kernel
+# and importing torch there took minutes), and stretch further with LABKIT_BROWSER_TIMEOUT_SCALE.
+SCALE = float(os.environ.get("LABKIT_BROWSER_TIMEOUT_SCALE", "1"))
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, seen: Callable[[], str] | None = None) -> Any:
+    """Poll ``check`` until it returns something true; on time-out say what was awaited and seen."""
+    timeout *= SCALE
+    start = time.monotonic()
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() - start < timeout:
         try:
             result = check()
             if result:
@@ -60,9 +68,20 @@ def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
         except Exception as error:  # the page is still loading
             last = error
         time.sleep(0.5)
-    raise AssertionError(
-        f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last})" if last else "")
-    )
+    detail = f"timed out after {timeout:.0f} s waiting for {what}"
+    if last is not None:
+        detail += f"; last error: {type(last).__name__}: {str(last).splitlines()[0] if str(last) else ''}"
+    if seen is not None:
+        try:
+            detail += f"; the page showed: {seen()}"
+        except Exception as error:
+            detail += f"; the page could not be read ({type(error).__name__})"
+    try:
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        detail += f"; load average {load} on {os.cpu_count()} cores"
+    except OSError:
+        pass
+    raise AssertionError(detail)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +124,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
                     return bool(r.status == 200)
 
-            _wait("JupyterLab to answer", up, timeout=180)
+            _wait("JupyterLab to answer (make lab: install check, learner copies, server start)", up, 600)
             # a fresh workspace, so no layout saved by an earlier run is restored
             yield f"{base}/lab/workspaces/test-{token[:8]}?reset&token={token}"
         finally:
@@ -142,7 +161,8 @@ def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: str, browser: 
     _wait(
         "the lessons in the file browser",
         lambda: expected <= set(_texts(browser, ".jp-DirListing-itemText")),
-        timeout=120,
+        timeout=300,
+        seen=lambda: ", ".join(_texts(browser, ".jp-DirListing-itemText")) or "no files listed",
     )
 
     # nbgrader's own menu, then its assignment list panel
@@ -151,7 +171,8 @@ def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: str, browser: 
         lambda: [
             e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Nbgrader"
         ],
-        timeout=60,
+        timeout=300,
+        seen=lambda: ", ".join(_texts(browser, ".lm-MenuBar-itemLabel")),
     )
     menu[0].click()
     item = _wait(
@@ -161,34 +182,56 @@ def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: str, browser: 
             for e in browser.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel")
             if e.text == "Assignment List"
         ],
-        timeout=30,
+        timeout=60,
+        seen=lambda: ", ".join(_texts(browser, ".lm-Menu-itemLabel")),
     )
     item[0].click()
     _wait(
         "the assignment list panel",
         lambda: any("Released assignments" in t for t in _texts(browser, ".lm-DockPanel-widget, .lm-Widget")),
-        timeout=60,
+        timeout=300,
     )
 
     # lesson 00: open it, run the first code cell in the kernel
     browser.get(lab.replace("?reset&", "/tree/00-welcome/welcome.ipynb?"))
     first_cell = ".jp-Notebook .jp-CodeCell .cm-content"
     _wait(
-        "lesson 00's first code cell", lambda: browser.find_elements(By.CSS_SELECTOR, first_cell), timeout=120
+        "lesson 00's first code cell", lambda: browser.find_elements(By.CSS_SELECTOR, first_cell), timeout=300
     )
-    _wait("the kernel to be idle", lambda: "Idle" in browser.page_source, timeout=120)
 
-    def run_first_cell() -> bool:  # the notebook re-renders while it settles: find the cell afresh
+    def status() -> str:
+        prompts = " ".join(t for t in _texts(browser, ".jp-CodeCell .jp-InputPrompt") if t) or "no prompts"
+        kernel = [t for t in _texts(browser, ".jp-StatusBar-TextItem, .jp-Toolbar-kernelStatus") if t]
+        return f"cell prompts: {prompts}; status bar: {' | '.join(kernel) or 'empty'}"
+
+    # Starting the kernel and importing torch can take minutes on a busy machine.
+    _wait("the kernel to be idle", lambda: "Idle" in browser.page_source, timeout=600, seen=status)
+
+    def prompts() -> list[str]:
+        return [t for t in _texts(browser, ".jp-CodeCell .jp-InputPrompt") if t]
+
+    def run_first_cell() -> bool:
+        """Shift+Enter on the first cell, until the notebook shows it queued or run.
+
+        The notebook re-renders while it settles, which can swallow a key press: find the cell
+        afresh and press again, rather than wait for a run that was never asked for.
+        """
         cell = browser.find_elements(By.CSS_SELECTOR, first_cell)[0]
         cell.click()
         cell.send_keys(Keys.SHIFT, Keys.ENTER)
-        return True
+        accepted = time.monotonic() + 20 * SCALE
+        while time.monotonic() < accepted:
+            if any(t.startswith(("[*]", "[1]")) for t in prompts()):
+                return True
+            time.sleep(0.5)
+        return False
 
-    _wait("a click on the first cell", run_first_cell, timeout=60)
+    _wait("the first cell to be queued (Shift+Enter)", run_first_cell, timeout=300, seen=status)
     prompt = _wait(
-        "the first cell to run",
-        lambda: [t for t in _texts(browser, ".jp-CodeCell .jp-InputPrompt") if t.startswith("[1]")],
-        timeout=180,
+        "the first cell to finish running (its prompt to read [1])",
+        lambda: [t for t in prompts() if t.startswith("[1]")],
+        timeout=600,
+        seen=status,
     )
     assert prompt
     outputs = " ".join(_texts(browser, ".jp-CodeCell .jp-OutputArea-output"))
