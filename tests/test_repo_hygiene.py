@@ -77,3 +77,29 @@ def test_readme_opens_with_the_two_commands_and_lists_every_lesson() -> None:
 def test_ci_runs_make_test() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert "make test" in script
+
+
+def test_project_files_users_expect() -> None:
+    """LICENSE matches pyproject.toml, and SECURITY.md, CHANGELOG.md, CITATION.cff are present."""
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert project["license"] == "Apache-2.0"
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text, "LICENSE should hold the whole licence text"
+
+    security = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
+    assert "labkit grade" in security and "Report a vulnerability" in security
+
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"## {project['version']} - " in changelog, "CHANGELOG.md lacks the current version"
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert citation["cff-version"] == "1.2.0"
+    assert citation["version"] == project["version"], "CITATION.cff names another version"
+    assert citation["license"] == project["license"]
+    for key in ("title", "authors", "message"):
+        assert citation.get(key), f"CITATION.cff lacks {key}"
