@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.utils import check_images
+from labkit.utils import check_dtype, check_images
 
 __all__ = ["LabModel", "TrainModeWarning"]
 
@@ -120,11 +120,8 @@ class LabModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.check_inputs:
             check_images(x, shape=self.input_shape, value_range=self.value_range)
-            if x.dtype != self.mean.dtype and not torch.is_autocast_enabled():
-                raise TypeError(
-                    f"x has dtype {x.dtype} but the model computes in {self.mean.dtype}; "
-                    f"convert the batch with x.to({self.mean.dtype}) (or the model with .to(dtype))"
-                )
+            if not torch.is_autocast_enabled():
+                check_dtype(x, self.mean.dtype)
         if self.training:
             warnings.warn(
                 "LabModel called in training mode: dropout and batch-norm make predictions and "

@@ -11,7 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["check_images", "eval_mode", "pick_device", "seed_everything"]
+__all__ = [
+    "check_dtype",
+    "check_images",
+    "check_labels",
+    "eval_mode",
+    "label_error",
+    "model_dtype",
+    "pick_device",
+    "seed_everything",
+]
 
 
 def seed_everything(seed: int = 0, *, deterministic: bool = False) -> torch.Generator:
@@ -169,3 +178,75 @@ def check_images(
         f"max {x.amax().item():.4g}. Images must be scaled to [{low}, {high}] "
         "(normalisation happens inside the model)"
     )
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating-point dtype a model computes in: that of its first floating parameter (else
+    buffer), ``None`` for a model that has neither.
+
+    Examples
+    --------
+    >>> model_dtype(nn.Linear(2, 2).double())
+    torch.float64
+    """
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def check_dtype(x: torch.Tensor, expected: torch.dtype | None, *, name: str = "x") -> None:
+    """Raise ``TypeError`` when ``x`` does not have the dtype the model computes in.
+
+    Nothing is cast silently: a float64 batch for a float32 model is a mistake to fix at the
+    source (``x.float()``), or the model is meant to run in float64 (``model.double()``).
+    ``expected=None`` (a model without floating parameters) accepts any dtype.
+
+    Examples
+    --------
+    >>> check_dtype(torch.zeros(1, 2, dtype=torch.float64), torch.float32)
+    Traceback (most recent call last):
+    ...
+    TypeError: x has dtype torch.float64 but the model computes in torch.float32; ...
+    """
+    if expected is not None and x.dtype != expected:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the model computes in {expected}; "
+            f"convert the batch with {name}.to({expected}) (or the model with .to({x.dtype}))"
+        )
+
+
+def label_error(label: int, num_classes: int, *, name: str = "y") -> str:
+    """The message for a class label outside ``[0, num_classes)``."""
+    return (
+        f"{name} has label {label}, outside the model's {num_classes} classes "
+        f"(expected labels in [0, {num_classes - 1}])"
+    )
+
+
+def check_labels(y: object, num_classes: int | None, *, name: str = "y") -> torch.Tensor:
+    """Check class labels: an integer tensor of shape ``(N,)`` with values in ``[0, num_classes)``.
+
+    Returns ``y`` unchanged; raises ``TypeError``/``ValueError`` naming the bad label and the
+    number of classes. One host synchronisation (none when ``num_classes`` is ``None``: then
+    only the type and shape are checked).
+
+    Examples
+    --------
+    >>> check_labels(torch.tensor([0, 99]), 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: y has label 99, outside the model's 10 classes (expected labels in [0, 9])
+    """
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int64 class labels, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold int64 class labels, got dtype {y.dtype}; use {name}.long()")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must have shape (N,), got {tuple(y.shape)}")
+    if num_classes is None or y.numel() == 0:
+        return y
+    low, high = torch.stack([y.min(), y.max()]).tolist()
+    if low < 0 or high >= num_classes:
+        raise ValueError(label_error(int(low if low < 0 else high), num_classes, name=name))
+    return y

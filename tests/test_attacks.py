@@ -328,7 +328,18 @@ BAD_INPUTS: list[tuple[str, Callable[[torch.Tensor, torch.Tensor], dict[str, Any
         r"x has 16 examples but y has 15 labels",
     ),
     ("float labels", lambda x, y: {"y": y.float()}, TypeError, r"y must hold int64 class labels"),
-    ("label out of range", lambda x, y: {"y": y + 5}, ValueError, r"labels in \[0, 1\]"),
+    (
+        "label out of range",
+        lambda x, y: {"y": y + 5},
+        ValueError,
+        r"y has label 6, outside the model's 2 classes \(expected labels in \[0, 1\]\)",
+    ),
+    (
+        "float64 x for a float32 model",
+        lambda x, y: {"x": x.double()},
+        TypeError,
+        r"x has dtype torch.float64 but the model computes in torch.float32; convert the batch",
+    ),
     ("wrong shape", lambda x, y: {"x": x.view(16, 4)}, ValueError, r"x has shape \(16, 4\)"),
 ]
 
@@ -342,6 +353,71 @@ def test_bad_input_raises_a_clear_error(case: Case, bad: Any, tiny_model: lk.Lab
     args = {"x": x, "y": y, "eps": 0.1, **change(x, y)}
     with pytest.raises(error, match=message):
         run(case, tiny_model, args.pop("x"), args.pop("y"), **args)
+
+
+LINF = [c for c in CASES if c.norm == "linf"]
+L2 = [c for c in CASES if c.norm == "l2"]
+GREY_LEVELS = r"eps=8 is above 1 for an L-inf budget on pixels in \[0, 1\]; did you mean 8/255 = 0\.0314\?"
+
+
+@pytest.mark.parametrize("case", LINF, ids=[c.name for c in LINF])
+def test_linf_budget_in_grey_levels_is_refused(case: Case, tiny_model: lk.LabModel, batch: Any) -> None:
+    """eps=8 meant as 8/255 would allow every image in [0, 1]: the attack refuses it by name."""
+    x, y = batch
+    with pytest.raises(ValueError, match=GREY_LEVELS):
+        run(case, tiny_model, x, y, eps=8)
+    run(case, tiny_model, x, y, eps=1.0)  # the whole range is still a legal (if odd) budget
+
+
+@pytest.mark.parametrize("case", L2, ids=[c.name for c in L2])
+def test_l2_budget_above_one_is_accepted(case: Case, tiny_model: lk.LabModel, batch: Any) -> None:
+    """An L2 budget is a length over the whole image, so values above 1 are legitimate."""
+    x, y = batch
+    x_adv = run(case, tiny_model, x, y, eps=1.5)
+    assert bool((lp_norm(x_adv - x, norm="l2") <= 1.5 + 1e-5).all())
+
+
+def test_linf_budget_is_only_capped_on_bounded_inputs(batch: Any) -> None:
+    """Unbounded (tabular) features have no [0, 1] range, so no cap applies; a custom range caps at its width."""
+    x, y = batch
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    tabular = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2, value_range=None).eval()
+    assert attacks.pgd(tabular, x, y, eps=3.0, steps=2).shape == x.shape
+    wide = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2, value_range=(0.0, 255.0)).eval()
+    attacks.fgsm(wide, x * 255, y, eps=8.0)
+    with pytest.raises(ValueError, match=r"eps=300 is above 255, the width of the valid range \[0, 255\]"):
+        attacks.fgsm(wide, x * 255, y, eps=300.0)
+
+
+def _digits_setup() -> tuple[lk.LabModel, Any]:
+    data = lk.data.load("digits", split="train", n=16)
+    return lk.models.build("digits-cnn", data).eval(), data
+
+
+# Every public function outside lk.attacks that takes an L-inf budget, called with eps=8.
+EPS_TAKERS: dict[str, Callable[[lk.LabModel, Any], object]] = {
+    "hardening.pgd_at": lambda m, d: lk.hardening.pgd_at(m, d, eps=8, epochs=1, progress=False),
+    "hardening.fast_at": lambda m, d: lk.hardening.fast_at(m, d, eps=8, epochs=1, progress=False),
+    "hardening.trades": lambda m, d: lk.hardening.trades(m, d, eps=8, epochs=1, progress=False),
+    "hardening.pgd_train_attack": lambda m, d: lk.hardening.pgd_train_attack(m, d.x, d.y, eps=8),
+    "hardening.fgsm_rs_attack": lambda m, d: lk.hardening.fgsm_rs_attack(m, d.x, d.y, eps=8),
+    "hardening.trades_attack": lambda m, d: lk.hardening.trades_attack(m, d.x, d.y, eps=8),
+    "ensembles.ensemble_adversarial_training": lambda m, d: lk.ensembles.ensemble_adversarial_training(
+        m, d, static=[m], eps=8, epochs=1, progress=False
+    ),
+    "eval.robustness": lambda m, d: lk.eval.robustness(m, (d.x, d.y), eps=[0, 8]),
+    "eval.margin_pgd": lambda m, d: lk.eval.margin_pgd(m, d.x, d.y, eps=8),
+    "eval.checklist": lambda m, d: lk.eval.checklist(m, (d.x, d.y), eps=8, n=8, queries=10),
+    "attacks.robust_accuracy": lambda m, d: attacks.robust_accuracy(m, d.x, d.y, partial(attacks.pgd, eps=8)),
+}
+
+
+@pytest.mark.parametrize("name", list(EPS_TAKERS))
+def test_every_linf_budget_refuses_grey_levels(name: str) -> None:
+    """Adversarial training, ensembles and evaluation share the attacks' check of the budget."""
+    model, data = _digits_setup()
+    with pytest.raises(ValueError, match=GREY_LEVELS):
+        EPS_TAKERS[name](model, data)
 
 
 @pytest.mark.parametrize("case", WITH_NORM, ids=[c.name for c in WITH_NORM])

@@ -33,6 +33,39 @@ def test_accuracy_on_hand_set_model(
         lk.models.accuracy(tiny_model, x)
 
 
+@pytest.mark.parametrize("wrapped", [True, False], ids=["LabModel", "plain module"])
+def test_accuracy_refuses_labels_the_model_cannot_output(
+    wrapped: bool, tiny_model: lk.LabModel, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """A label of 99 on a 2-class model is a mistake, not a silent miss that lowers the number."""
+    x, y = batch
+    model: nn.Module = tiny_model if wrapped else tiny_model.net
+    for bad, shown in ((99, "99"), (-1, "-1")):
+        labels = y.clone()
+        labels[3] = bad
+        with pytest.raises(ValueError, match=rf"y has label {shown}, outside the model's 2 classes"):
+            lk.models.accuracy(model, x, labels)
+    with pytest.raises(TypeError, match=r"y must hold int64 class labels, got dtype torch.float32"):
+        lk.models.accuracy(model, x, y.float())
+    with pytest.raises(ValueError, match=r"y must have shape \(N,\), got \(16, 1\)"):
+        lk.models.accuracy(model, x, y[:, None])
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["LabModel", "plain module"])
+def test_accuracy_and_predict_refuse_a_dtype_the_model_does_not_compute_in(
+    wrapped: bool, tiny_model: lk.LabModel, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """float64 images for a float32 model get the contract's TypeError, not PyTorch's matmul error."""
+    x, y = batch
+    model: nn.Module = tiny_model if wrapped else tiny_model.net
+    message = r"x has dtype torch.float64 but the model computes in torch.float32; convert the batch"
+    with pytest.raises(TypeError, match=message):
+        lk.models.accuracy(model, x.double(), y)
+    with pytest.raises(TypeError, match=message):
+        lk.models.predict(model, x.double())
+    assert lk.models.accuracy(model.double(), x.double(), y) == 1.0  # consistent dtypes work
+
+
 def test_accuracy_restores_train_mode() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Dropout(0.9)).train()
     x, y = torch.rand(64, 1, 2, 2), torch.zeros(64, dtype=torch.long)

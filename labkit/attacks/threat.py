@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from labkit.contract import LabModel, TrainModeWarning
-from labkit.utils import check_images, eval_mode
+from labkit.utils import check_dtype, check_images, eval_mode, label_error, model_dtype
 
 __all__ = [
     "Bounds",
@@ -171,8 +171,29 @@ def _check_norm(norm: object) -> None:
         raise ValueError(f"norm must be one of {', '.join(repr(n) for n in NORMS)}, got {norm!r}")
 
 
-def check_eps(eps: object, *, name: str = "eps") -> float:
-    """Return ``eps`` as a float after checking it is a finite, non-negative number."""
+def check_eps(
+    eps: object, *, name: str = "eps", norm: Norm | None = None, bounds: Bounds | None = (0.0, 1.0)
+) -> float:
+    """Return ``eps`` as a float after checking it is a finite, non-negative number.
+
+    This is the one check every budget in labkit goes through (attacks, adversarial training,
+    ensembles, evaluation). With ``norm="linf"`` it also refuses a budget wider than the valid
+    range ``bounds``: on pixels in ``[0, 1]`` an L-inf ``eps`` above 1 allows every image, and is
+    almost always a budget in grey levels (``eps=8`` for ``8/255``). L2 budgets are whole-image
+    lengths and may exceed 1, so they are not capped; nor is anything when ``bounds`` is ``None``
+    (unbounded features) or ``norm`` is ``None`` (a step size or a constant, not a budget).
+
+    Examples
+    --------
+    >>> check_eps(8 / 255, norm="linf")
+    0.03137254901960784
+    >>> check_eps(2.0, norm="l2")
+    2.0
+    >>> check_eps(8, norm="linf")
+    Traceback (most recent call last):
+    ...
+    ValueError: eps=8 is above 1 for an L-inf budget on pixels in [0, 1]; did you mean 8/255 = 0.0314?
+    """
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{name} must be a non-negative number in pixel units, got {type(eps).__name__}")
     value = float(eps)
@@ -180,6 +201,24 @@ def check_eps(eps: object, *, name: str = "eps") -> float:
         raise ValueError(f"{name} must be finite, got {value}; epsilons are in pixel units, e.g. 8/255")
     if value < 0:
         raise ValueError(f"{name} must be non-negative, got {value}")
+    if norm is not None:
+        _check_norm(norm)
+    if norm == "linf" and bounds is not None:
+        low, high = float(bounds[0]), float(bounds[1])
+        if value > high - low:
+            if (low, high) == (0.0, 1.0):
+                hint = (
+                    f"did you mean {value:g}/255 = {value / 255:.4f}?"
+                    if value <= 255
+                    else "expected a budget in [0, 1] such as 8/255"
+                )
+                raise ValueError(
+                    f"{name}={value:g} is above 1 for an L-inf budget on pixels in [0, 1]; {hint}"
+                )
+            raise ValueError(
+                f"{name}={value:g} is above {high - low:g}, the width of the valid range "
+                f"[{low:g}, {high:g}]; an L-inf budget that large allows every input"
+            )
     return value
 
 
@@ -202,7 +241,9 @@ def check_attack_inputs(
       silently) and of the model's input shape when ``model`` is a :class:`~labkit.LabModel`;
     * ``y`` is an ``int64`` tensor of shape ``(N,)`` with the same ``N`` as ``x`` and labels
       that index the model's classes;
-    * ``eps`` is a finite number ``>= 0`` (``None`` skips this, for unbounded attacks);
+    * ``x`` has the dtype the model computes in (``x.to(...)`` it, nothing is cast silently);
+    * ``eps`` is a finite number ``>= 0`` and, for ``"linf"``, no wider than ``bounds``
+      (:func:`check_eps`; ``None`` skips this, for unbounded attacks);
     * ``norm`` is ``"linf"`` or ``"l2"``.
 
     Warns with :class:`~labkit.TrainModeWarning` when the model is in training mode (the attack
@@ -240,13 +281,15 @@ def check_attack_args(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_norm(norm)
     if eps is not None:
-        check_eps(eps)
+        check_eps(eps, norm=norm, bounds=bounds)
     shape = model.input_shape if isinstance(model, LabModel) else None
     if isinstance(x, torch.Tensor) and x.dim() == 0:
         raise ValueError("x must be a batch of inputs with shape (N, ...), got a scalar tensor")
     x = check_images(x, name="x", shape=shape, value_range=bounds)
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch; attacks need at least one example")
+    if not torch.is_autocast_enabled():
+        check_dtype(x, model_dtype(model), name="x")
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor of int64 class labels, got {type(y).__name__}")
     if y.dtype != torch.int64:
@@ -292,7 +335,7 @@ def check_logits(logits: object, y: torch.Tensor, *, stacklevel: int = 2) -> Non
     y_min, y_max, out_min, sum_dev, finite = stats
     classes = logits.shape[1]
     if y_min < 0 or y_max >= classes:
-        raise ValueError(f"y must hold labels in [0, {classes - 1}], found min {y_min:g}, max {y_max:g}")
+        raise ValueError(label_error(int(y_min if y_min < 0 else y_max), classes))
     if not finite:
         raise ValueError("the model returned NaN or infinite outputs on x; attacks need finite logits")
     if out_min >= 0 and sum_dev <= 1e-4:

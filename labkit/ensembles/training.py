@@ -25,7 +25,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from labkit.attacks.threat import check_eps
+from labkit.attacks.threat import bounds_of, check_eps
 from labkit.attacks.whitebox import Attack
 from labkit.data.base import LabData
 from labkit.hardening.training import (
@@ -146,7 +146,7 @@ def ensemble_adversarial_training(
     >>> sum(h.notes["source_counts"].values())
     1
     """
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm="linf", bounds=bounds_of(model))
     epochs = _check_int(epochs, "epochs", minimum=1)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     craft = attack if attack is not None else partial(fgsm_rs_attack, eps=eps, generator=gen)

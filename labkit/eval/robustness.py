@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.attacks.threat import bounds_of, check_attack_inputs, check_eps
+from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_eps
 from labkit.attacks.whitebox import fgsm, pgd
 from labkit.contract import LabModel
 from labkit.data.base import LabData
@@ -283,7 +283,10 @@ def robustness(
     eps_list = [eps] if isinstance(eps, int | float) else list(eps)
     if not eps_list:
         raise ValueError("eps is empty: give at least one budget, e.g. eps=[0, 0.05, 0.1]")
-    eps_values = [check_eps(e) for e in eps_list]
+    # The default attacks are L-inf, so their budgets are capped here; a caller's own attacks
+    # check their budgets against their own norm when they run.
+    norm: Norm | None = "linf" if attacks is None else None
+    eps_values = [check_eps(e, norm=norm, bounds=bounds_of(model)) for e in eps_list]
     confidence = check_alpha(confidence, "confidence")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -137,9 +137,10 @@ def pgd_train_attack(
     >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
     True
     """
+    bounds = bounds_of(model)
+    check_eps(eps, norm=norm, bounds=bounds)  # plain Python: no host synchronisation
     if eps == 0 or steps == 0:
         return x.detach().clone()
-    bounds = bounds_of(model)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     fast = _speed.current()
     x = x.detach()
@@ -212,9 +213,10 @@ def trades_attack(
     between Robustness and Accuracy", ICML 2019, arXiv:1901.08573.
     """
     del y  # TRADES pushes away from the model's own clean prediction
+    bounds = bounds_of(model)
+    check_eps(eps, norm="linf", bounds=bounds)
     if eps == 0 or steps == 0:
         return x.detach().clone()
-    bounds = bounds_of(model)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     fast = _speed.current()
     x = x.detach()
@@ -714,7 +716,7 @@ def pgd_at(
     >>> sorted(history.final)[:3], model.training
     (['clean_acc', 'epoch', 'loss'], False)
     """
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm=norm, bounds=bounds_of(model))
     steps = _check_int(steps, "steps", minimum=1)
     gen = _gen(generator)
     attack = partial(pgd_train_attack, eps=eps, steps=steps, step_size=step_size, norm=norm, generator=gen)
@@ -778,7 +780,7 @@ def fast_at(
     >>> fast_at(model, data, eps=0.1, epochs=1, progress=False).catastrophic_overfitting
     False
     """
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm="linf", bounds=bounds_of(model))
     gen = _gen(generator)
     alpha = 1.25 * eps if step_size is None else _check_number(step_size, "step_size")
     attack = partial(fgsm_rs_attack, eps=eps, step_size=alpha, random_start=random_start, generator=gen)
@@ -840,7 +842,7 @@ def trades(
     >>> len(trades(model, data, eps=0.1, epochs=1, steps=2, progress=False))
     1
     """
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm="linf", bounds=bounds_of(model))
     steps = _check_int(steps, "steps", minimum=1)
     gen = _gen(generator)
     attack = partial(trades_attack, eps=eps, steps=steps, step_size=step_size, generator=gen)

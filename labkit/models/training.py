@@ -16,20 +16,40 @@ from tqdm.auto import tqdm
 
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.data.base import LabData
-from labkit.utils import check_images, eval_mode
+from labkit.utils import check_dtype, check_images, check_labels, eval_mode, model_dtype
 
 __all__ = ["History", "accuracy", "predict", "train"]
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """Predicted classes for ``x``, computed in evaluation mode and in batches."""
+def _logits_by_batch(model: nn.Module, x: object, batch_size: int) -> tuple[torch.Tensor, int]:
+    """Predicted classes for ``x`` in batches, and the number of classes of the model's output."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.shape[0] == 0:
+    if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError("x is an empty batch")
-    with eval_mode(model):
-        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if x.is_floating_point() and not torch.is_autocast_enabled():
+        check_dtype(x, model_dtype(model))
+    preds, classes = [], 0
+    with torch.no_grad(), eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i : i + batch_size])
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"the model must return logits of shape (N, classes), got {got}")
+            classes = logits.shape[1]
+            preds.append(logits.argmax(1))
+    return torch.cat(preds), classes
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+    """Predicted classes for ``x``, computed in evaluation mode and in batches.
+
+    ``x`` must be a non-empty floating-point batch in the model's dtype (a ``TypeError`` says
+    which dtype was expected; nothing is cast silently).
+    """
+    return _logits_by_batch(model, x, batch_size)[0]
 
 
 def accuracy(
@@ -42,7 +62,9 @@ def accuracy(
     """Fraction of examples the model classifies correctly, in ``[0, 1]``.
 
     Accepts ``(model, x, y)`` tensors or ``(model, data)`` with a :class:`LabData`. Runs in
-    evaluation mode without gradients and restores the model's mode afterwards.
+    evaluation mode without gradients and restores the model's mode afterwards. Labels must be
+    integers in ``[0, num_classes)``: a label the model cannot output raises ``ValueError``
+    instead of counting as a silent miss.
 
     Examples
     --------
@@ -53,6 +75,10 @@ def accuracy(
     >>> x = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]).view(2, 1, 2, 2)
     >>> accuracy(net, x, torch.tensor([0, 0]))
     0.5
+    >>> accuracy(net, x, torch.tensor([0, 99]))
+    Traceback (most recent call last):
+    ...
+    ValueError: y has label 99, outside the model's 2 classes (expected labels in [0, 1])
     """
     if isinstance(x, LabData):
         if y is not None:
@@ -61,10 +87,15 @@ def accuracy(
         x, y = data.x, data.y
     if y is None:
         raise TypeError("accuracy needs labels: call accuracy(model, x, y) or accuracy(model, data)")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor or a LabData, got {type(x).__name__}")
+    # A LabModel knows its classes before any forward pass; other models tell by their logits.
+    check_labels(y, model.num_classes if isinstance(model, LabModel) else None)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
     device = next((p.device for p in model.parameters()), x.device)
-    pred = predict(model, x.to(device), batch_size=batch_size)
+    pred, classes = _logits_by_batch(model, x.to(device), batch_size)
+    check_labels(y, classes)
     return float((pred == y.to(device)).float().mean())
 
 
