@@ -118,7 +118,11 @@ _DELETE = object()
         ("profiles.ci.batch_size", 0, r"profiles\.ci\.batch_size: expected an integer >= 1"),
         ("profiles.ci.datasets.signs.train", "many", r"profiles\.ci\.datasets\.signs\.train"),
         ("profiles.ci.epochs", [1, 2], r"profiles\.ci\.epochs: expected a mapping"),
-        ("profiles.turbo", {}, r"profiles: expected profile names among ci, laptop, gpu"),
+        (
+            "profiles.turbo",
+            {},
+            r"profiles\.turbo: unknown key 'turbo'; expected keys among default, ci, laptop, gpu",
+        ),
         ("certification.pass_mark", 70, r"certification\.pass_mark: expected a number between 0 and 1"),
         ("certification.required_lessons", ["99"], r"certification\.required_lessons"),
         ("certification", _DELETE, r"missing required field 'certification'"),
@@ -131,6 +135,57 @@ def test_broken_manifest_names_file_field_and_expectation(
     with pytest.raises(CourseError, match=match) as info:
         load_course(broken)
     assert str(broken) in str(info.value), "the error must name the file"
+
+
+def _rename(raw: dict[str, Any], path: str, new_key: str) -> dict[str, Any]:
+    data = copy.deepcopy(raw)
+    *parents, last = path.split(".")
+    node: Any = data
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[new_key] = node.pop(last)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "typo", "match"),
+    [
+        (
+            "lessons.3.minutes",
+            "minuts",
+            r"lessons\[3\]\.minuts: unknown key 'minuts' \(did you mean 'minutes'\?\); expected keys "
+            r"among id, slug, title, status, notebook, points, minutes, atlas, concepts",
+        ),
+        (
+            "certification.pass_mark",
+            "pass_mrk",
+            r"certification\.pass_mrk: unknown key 'pass_mrk' \(did you mean 'pass_mark'\?\); expected keys "
+            r"among pass_mark, min_per_lesson, required_lessons",
+        ),
+        (
+            "title",
+            "titel",
+            r": titel: unknown key 'titel' \(did you mean 'title'\?\); expected keys among title,",
+        ),
+        ("profiles.gpu.eval_size", "evalsize", r"profiles\.gpu\.evalsize: unknown key 'evalsize'"),
+        ("profiles.ci.description", "descripton", r"profiles\.ci\.descripton: unknown key 'descripton'"),
+    ],
+)
+def test_misspelt_key_is_refused_with_the_keys_allowed_there(
+    tmp_path: Path, raw: dict[str, Any], path: str, typo: str, match: str
+) -> None:
+    """A misspelt key is not silently ignored (nor its intended key silently defaulted)."""
+    broken = _write(tmp_path, _rename(raw, path, typo))
+    with pytest.raises(CourseError, match=match) as info:
+        load_course(broken)
+    assert str(info.value).startswith(f"{broken}: "), "the error must name the file first"
+
+
+def test_an_extra_key_is_refused(tmp_path: Path, raw: dict[str, Any]) -> None:
+    """A key the schema does not know is an error too, not a note the tools silently skip."""
+    raw["lessons"][0]["hint"] = "extra"
+    with pytest.raises(CourseError, match=r"lessons\[0\]\.hint: unknown key 'hint'; expected keys among id,"):
+        load_course(_write(tmp_path, raw))
 
 
 def test_duplicate_lesson(tmp_path: Path, raw: dict[str, Any]) -> None:

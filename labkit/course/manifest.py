@@ -1,15 +1,35 @@
-"""Load and validate ``course.yml``, the single course manifest."""
+"""Load and validate ``course.yml``, the single course manifest.
+
+The schema is a set of pydantic models (:class:`CourseSpec` and the models it holds) that forbid
+unknown keys, so a misspelt ``pass_mrk`` or ``minuts`` is an error rather than a silent default.
+Every problem becomes a :class:`CourseError` naming the file, the key path (``lessons[3].minuts``)
+and what was expected there (for an unknown key: the keys allowed there).
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from labkit.speed import SpeedConfig
 
@@ -17,9 +37,11 @@ __all__ = [
     "Certification",
     "Course",
     "CourseError",
+    "CourseSpec",
     "Lesson",
     "Profile",
     "find_course_file",
+    "installed_course_file",
     "load_course",
 ]
 
@@ -118,59 +140,294 @@ class Course:
         return self.profiles[chosen]
 
 
-class _Checker:
-    """Reads fields out of the raw YAML and raises errors that name the file and the field."""
+# --------------------------------------------------------------------------------------------
+# The schema: pydantic models with extra="forbid", so a misspelt key is an error, not a default
+# --------------------------------------------------------------------------------------------
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+_NOT_GIVEN = object()
 
-    def fail(self, where: str, expected: str, got: object) -> CourseError:
-        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-        return CourseError(f"{self.path}: {where}: expected {expected}, got {shown}")
 
-    def mapping(self, obj: Any, where: str) -> Mapping[str, Any]:
-        if not isinstance(obj, dict):
-            raise self.fail(where, "a mapping of keys to values", obj)
-        return obj
+def _expected(what: str, got: object = _NOT_GIVEN, *, at: tuple[str, ...] = ()) -> PydanticCustomError:
+    """An error that reads ``<where>: expected <what>, got <value>`` once named by :func:`_message`."""
+    ctx: dict[str, Any] = {"expected": what, "at": at}
+    if got is not _NOT_GIVEN:
+        ctx["got"] = got
+    return PydanticCustomError("labkit_expected", "expected {expected}", ctx)
 
-    def get(self, obj: Mapping[str, Any], key: str, where: str) -> Any:
-        if key not in obj:
-            raise CourseError(f"{self.path}: {where}: missing required field {key!r}")
-        return obj[key]
 
-    def text(self, obj: Mapping[str, Any], key: str, where: str) -> str:
-        value = self.get(obj, key, where)
-        if isinstance(value, bool) or not isinstance(value, str | int | float) or str(value) == "":
-            raise self.fail(f"{where}.{key}", "a non-empty string", value)
-        return str(value)
+def _problem(message: str, *, at: tuple[str | int, ...] = ()) -> PydanticCustomError:
+    """An error that reads ``<where>: <message>``."""
+    return PydanticCustomError("labkit_problem", "{message}", {"message": message, "at": at})
 
-    def number(
-        self, obj: Mapping[str, Any], key: str, where: str, *, low: float, high: float | None = None
-    ) -> float:
-        value = self.get(obj, key, where)
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
+
+def _text(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or str(value) == "":
+        raise _expected("a non-empty string")
+    return str(value)
+
+
+def _number(low: float, high: float | None = None) -> Callable[[object], float]:
+    bound = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+
+    def check(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(f"{where}.{key}", f"a number {bound}", value)
+            raise _expected(f"a number {bound}")
         if value < low or (high is not None and value > high):
-            raise self.fail(f"{where}.{key}", f"a number {bound}", value)
+            raise _expected(f"a number {bound}")
         return float(value)
 
-    def integer(self, obj: Mapping[str, Any], key: str, where: str, *, low: int = 1) -> int:
-        value = self.get(obj, key, where)
+    return check
+
+
+def _integer(low: int = 1) -> Callable[[object], int]:
+    def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(f"{where}.{key}", f"an integer >= {low}", value)
+            raise _expected(f"an integer >= {low}")
         return int(value)
 
-    def strings(self, obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-        value = self.get(obj, key, where)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise self.fail(f"{where}.{key}", "a non-empty list of strings", value)
-        return tuple(value)
+    return check
 
 
-def find_course_file(start: str | os.PathLike[str] | None = None) -> Path | None:
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _expected("a non-empty list of strings")
+    return tuple(value)
+
+
+def _lesson_id(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"\d{2}", text):
+        raise _expected("a two-digit string such as '03'")
+    return text
+
+
+def _status(value: object) -> str:
+    text = _text(value)
+    if text not in STATUSES:
+        raise _expected(" or ".join(STATUSES))
+    return text
+
+
+def _notebook(value: object) -> str:
+    text = _text(value)
+    if not text.endswith(".ipynb") or "/" in text:
+        raise _expected("a file name ending in .ipynb")
+    return text
+
+
+def _atlas(value: object) -> tuple[str, ...]:
+    ids = _strings(value)
+    for tid in ids:
+        if not ATLAS_ID.match(tid):
+            raise _expected("ATLAS ids like AML.T0043.000 or AML.M0003", tid)
+    return ids
+
+
+def _lessons(value: object) -> object:
+    if not isinstance(value, list) or not value:
+        raise _expected("a non-empty list of lessons")
+    return value
+
+
+def _key(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _expected("a name")
+    return str(value)
+
+
+def _speed(value: object) -> SpeedConfig:
+    try:
+        return SpeedConfig.from_mapping(value, where="speed")
+    except (TypeError, ValueError) as err:
+        raise _problem(str(err).removeprefix("speed: ")) from None
+
+
+def _required(value: object) -> str | tuple[str, ...]:
+    if value == "all":
+        return "all"
+    if isinstance(value, list) and value and all(isinstance(v, str | int) for v in value):
+        return tuple(str(v) for v in value)
+    raise _expected("'all' or a list of lesson ids")
+
+
+Text = Annotated[str, PlainValidator(_text)]
+Count = Annotated[int, PlainValidator(_integer(1))]
+Key = Annotated[str, PlainValidator(_key)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class LessonSpec(_Spec):
+    """One entry of ``lessons:`` in ``course.yml``."""
+
+    id: Annotated[str, PlainValidator(_lesson_id)]
+    slug: Text
+    title: Text
+    status: Annotated[str, PlainValidator(_status)]
+    notebook: Annotated[str, PlainValidator(_notebook)] | None = None
+    points: Annotated[float, PlainValidator(_number(1))]
+    minutes: Count
+    atlas: Annotated[tuple[str, ...], PlainValidator(_atlas)]
+    concepts: Annotated[tuple[str, ...], PlainValidator(_strings)]
+
+    @field_validator("slug")
+    @classmethod
+    def _slug_follows_id(cls, slug: str, info: ValidationInfo) -> str:
+        lesson_id = info.data.get("id", r"\d{2}")
+        if not SLUG.match(slug) or not re.match(f"{lesson_id}-", slug):
+            shown = f"'{lesson_id}-'" if "id" in info.data else "the lesson id and '-'"
+            raise _expected(f"{shown} followed by lowercase words and dashes")
+        return slug
+
+    @model_validator(mode="after")
+    def _ready_needs_a_notebook(self) -> LessonSpec:
+        if self.status == "ready" and self.notebook is None:
+            raise _problem("missing required field 'notebook'")
+        return self
+
+
+class ProfileSpec(_Spec):
+    """One run profile under ``profiles:``."""
+
+    description: Annotated[str, PlainValidator(str)] = ""
+    cell_timeout: Count
+    batch_size: Count
+    eval_size: Count
+    datasets: dict[Key, dict[Key, Count]]
+    epochs: dict[Key, Count]
+    speed: Annotated[SpeedConfig, PlainValidator(_speed)] = Field(default_factory=SpeedConfig)
+
+
+class ProfilesSpec(_Spec):
+    """``profiles:``: the default profile's name and the profiles themselves."""
+
+    default: Text
+    ci: ProfileSpec | None = None
+    laptop: ProfileSpec | None = None
+    gpu: ProfileSpec | None = None
+
+    def defined(self) -> dict[str, ProfileSpec]:
+        return {n: spec for n in PROFILE_NAMES if (spec := getattr(self, n)) is not None}
+
+    @model_validator(mode="after")
+    def _default_is_defined(self) -> ProfilesSpec:
+        names = list(self.defined())
+        if not names:
+            raise _expected(f"at least one profile ({', '.join(PROFILE_NAMES)})", {})
+        if self.default not in names:
+            raise _expected(f"one of {', '.join(names)}", self.default, at=("default",))
+        return self
+
+
+class CertificationSpec(_Spec):
+    """``certification:``: who earns the certificate."""
+
+    pass_mark: Annotated[float, PlainValidator(_number(0, 1))]
+    min_per_lesson: Annotated[float, PlainValidator(_number(0, 1))]
+    required_lessons: Annotated[str | tuple[str, ...], PlainValidator(_required)] = "all"
+
+
+class CourseSpec(_Spec):
+    """The whole of ``course.yml``, as written (see :func:`load_course` for the checked result)."""
+
+    title: Text
+    course_id: Text
+    version: Text
+    lessons: Annotated[list[LessonSpec], BeforeValidator(_lessons)]
+    profiles: ProfilesSpec
+    certification: CertificationSpec
+
+    @model_validator(mode="after")
+    def _lessons_are_unique_and_required_ones_exist(self) -> CourseSpec:
+        seen: dict[str, str] = {}
+        for i, lesson in enumerate(self.lessons):
+            for key in (lesson.id, lesson.slug):
+                if key in seen:
+                    raise _problem(f"duplicate lesson {key!r} (also {seen[key]})", at=("lessons", i))
+                seen[key] = f"lessons[{i}]"
+        required = self.certification.required_lessons
+        if required != "all" and not all(r in seen for r in required):
+            raise _expected(
+                "'all' or a list of lesson ids", list(required), at=("certification", "required_lessons")
+            )
+        return self
+
+
+def _where(loc: Sequence[str | int]) -> str:
+    """``("lessons", 3, "minuts")`` -> ``lessons[3].minuts``; the empty path is the top level."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "top level"
+
+
+def _shown(value: object) -> str:
+    return type(value).__name__ if isinstance(value, dict | list) else repr(value)
+
+
+def _spec_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The schema model that validates the mapping found at ``loc`` (for the keys allowed there)."""
+    node: Any = CourseSpec
+    for part in loc:
+        args = [a for a in get_args(node) if a is not type(None)]
+        if get_origin(node) in (Union, UnionType) and len(args) == 1:
+            node = args[0]
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            if field is None:
+                return None
+            node = field.annotation
+        elif get_origin(node) in (list, dict):
+            node = get_args(node)[-1]
+        else:
+            return None
+    args = [a for a in get_args(node) if a is not type(None)]
+    if get_origin(node) in (Union, UnionType) and len(args) == 1:
+        node = args[0]
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _message(error: ErrorDetails) -> str:
+    """One pydantic error as ``<key path>: <what was wrong and what was expected>``."""
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    if kind in ("labkit_expected", "labkit_problem"):
+        where = _where((*loc, *ctx.get("at", ())))
+        if kind == "labkit_problem":
+            return f"{where}: {ctx['message']}"
+        return f"{where}: expected {ctx['expected']}, got {_shown(ctx.get('got', error['input']))}"
+    if kind == "missing":
+        return f"{_where(loc[:-1])}: missing required field {loc[-1]!r}"
+    if kind == "extra_forbidden":
+        spec = _spec_at(loc[:-1])
+        allowed = list(spec.model_fields) if spec is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        keys = ", ".join(allowed) or "none"
+        return f"{_where(loc)}: unknown key {loc[-1]!r}{hint}; expected keys among {keys}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{_where(loc)}: expected a mapping of keys to values, got {_shown(error['input'])}"
+    return f"{_where(loc)}: {error['msg']}"
+
+
+def _course_error(file: Path, err: ValidationError, *, shown: int = 3) -> CourseError:
+    """All of pydantic's errors in one line; unknown keys first, as a misspelt key also shows up
+    as the missing key it was meant to be."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    problems = [_message(e) for e in errors]
+    more = f"; and {len(problems) - shown} more problem(s)" if len(problems) > shown else ""
+    return CourseError(f"{file}: {'; '.join(problems[:shown])}{more}")
+
+
+def find_course_file(start: str | os.PathLike[str] | None = None, *, installed: bool = True) -> Path | None:
     """Locate ``course.yml``: ``LABKIT_COURSE``, then ``start`` (default: the working directory)
-    and its parents, then the checkout labkit was installed from. ``None`` if there is none."""
+    and its parents, then (unless ``installed=False``) the checkout labkit was installed from.
+    ``None`` if there is none.
+
+    Commands that write into a course pass ``installed=False``: a course found only through the
+    installation is someone else's checkout, not the one the user stands in.
+    """
     env = os.environ.get("LABKIT_COURSE")
     if env:
         return Path(env)
@@ -179,6 +436,12 @@ def find_course_file(start: str | os.PathLike[str] | None = None) -> Path | None
         candidate = folder / "course.yml"
         if candidate.is_file():
             return candidate
+    packaged = installed_course_file()
+    return packaged if installed else None
+
+
+def installed_course_file() -> Path | None:
+    """The ``course.yml`` of the checkout labkit was installed from, if there is one."""
     packaged = Path(__file__).resolve().parents[2] / "course.yml"
     return packaged if packaged.is_file() else None
 
@@ -203,7 +466,6 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
             )
         path = found
     file = Path(path)
-    check = _Checker(file)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -214,111 +476,50 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise CourseError(f"{file}: not valid YAML: {err}") from None
-    top = check.mapping(raw, "top level")
-
-    lessons_raw = check.get(top, "lessons", "top level")
-    if not isinstance(lessons_raw, list) or not lessons_raw:
-        raise check.fail("lessons", "a non-empty list of lessons", lessons_raw)
-    lessons = []
-    seen: dict[str, str] = {}
-    for i, item in enumerate(lessons_raw):
-        where = f"lessons[{i}]"
-        entry = check.mapping(item, where)
-        lesson_id = check.text(entry, "id", where)
-        if not re.fullmatch(r"\d{2}", lesson_id):
-            raise check.fail(f"{where}.id", "a two-digit string such as '03'", entry["id"])
-        slug = check.text(entry, "slug", where)
-        if not SLUG.match(slug) or not slug.startswith(lesson_id + "-"):
-            raise check.fail(f"{where}.slug", f"'{lesson_id}-' followed by lowercase words and dashes", slug)
-        for key in (lesson_id, slug):
-            if key in seen:
-                raise CourseError(f"{file}: {where}: duplicate lesson {key!r} (also {seen[key]})")
-            seen[key] = where
-        status = check.text(entry, "status", where)
-        if status not in STATUSES:
-            raise check.fail(f"{where}.status", " or ".join(STATUSES), status)
-        notebook = entry.get("notebook")
-        if status == "ready":
-            notebook = check.text(entry, "notebook", where)
-            if not notebook.endswith(".ipynb") or "/" in notebook:
-                raise check.fail(f"{where}.notebook", "a file name ending in .ipynb", notebook)
-        atlas = check.strings(entry, "atlas", where)
-        for tid in atlas:
-            if not ATLAS_ID.match(tid):
-                raise check.fail(f"{where}.atlas", "ATLAS ids like AML.T0043.000 or AML.M0003", tid)
-        lessons.append(
-            Lesson(
-                id=lesson_id,
-                slug=slug,
-                title=check.text(entry, "title", where),
-                status=status,
-                points=check.number(entry, "points", where, low=1),
-                minutes=check.integer(entry, "minutes", where),
-                atlas=atlas,
-                concepts=check.strings(entry, "concepts", where),
-                notebook=notebook,
-            )
+    try:
+        spec = CourseSpec.model_validate(raw)
+    except ValidationError as err:
+        raise _course_error(file, err) from None
+    lessons = tuple(
+        Lesson(
+            id=ls.id,
+            slug=ls.slug,
+            title=ls.title,
+            status=ls.status,
+            points=ls.points,
+            minutes=ls.minutes,
+            atlas=ls.atlas,
+            concepts=ls.concepts,
+            notebook=ls.notebook,
         )
-
-    profiles_raw = check.mapping(check.get(top, "profiles", "top level"), "profiles")
-    default = check.text(profiles_raw, "default", "profiles")
-    profiles: dict[str, Profile] = {}
-    for name, body in profiles_raw.items():
-        if name == "default":
-            continue
-        where = f"profiles.{name}"
-        if name not in PROFILE_NAMES:
-            raise check.fail("profiles", f"profile names among {', '.join(PROFILE_NAMES)}", name)
-        entry = check.mapping(body, where)
-        datasets = check.mapping(check.get(entry, "datasets", where), f"{where}.datasets")
-        sizes: dict[str, dict[str, int]] = {}
-        for ds, splits in datasets.items():
-            split_map = check.mapping(splits, f"{where}.datasets.{ds}")
-            sizes[str(ds)] = {
-                str(s): check.integer(split_map, s, f"{where}.datasets.{ds}") for s in split_map
-            }
-        epochs_raw = check.mapping(check.get(entry, "epochs", where), f"{where}.epochs")
-        epochs = {str(k): check.integer(epochs_raw, k, f"{where}.epochs") for k in epochs_raw}
-        try:
-            speed = SpeedConfig.from_mapping(entry.get("speed"), where=f"{where}.speed")
-        except (TypeError, ValueError) as err:
-            raise CourseError(f"{file}: {err}") from None
-        profiles[name] = Profile(
-            name=name,
-            description=str(entry.get("description", "")),
-            cell_timeout=check.integer(entry, "cell_timeout", where),
-            batch_size=check.integer(entry, "batch_size", where),
-            eval_size=check.integer(entry, "eval_size", where),
-            datasets=sizes,
-            epochs=epochs,
-            speed=speed,
-        )
-    if not profiles:
-        raise check.fail("profiles", "at least one profile (ci, laptop, gpu)", profiles_raw)
-    if default not in profiles:
-        raise check.fail("profiles.default", f"one of {', '.join(profiles)}", default)
-
-    cert = check.mapping(check.get(top, "certification", "top level"), "certification")
-    required = cert.get("required_lessons", "all")
-    if required == "all":
-        required_ids = tuple(lesson.id for lesson in lessons)
-    elif isinstance(required, list) and all(str(r) in seen for r in required):
-        required_ids = tuple(str(r) for r in required)
-    else:
-        raise check.fail("certification.required_lessons", "'all' or a list of lesson ids", required)
-    certification = Certification(
-        pass_mark=check.number(cert, "pass_mark", "certification", low=0, high=1),
-        min_per_lesson=check.number(cert, "min_per_lesson", "certification", low=0, high=1),
-        required_lessons=required_ids,
+        for ls in spec.lessons
     )
+    profiles = {
+        name: Profile(
+            name=name,
+            description=p.description,
+            cell_timeout=p.cell_timeout,
+            batch_size=p.batch_size,
+            eval_size=p.eval_size,
+            datasets={ds: dict(splits) for ds, splits in p.datasets.items()},
+            epochs=dict(p.epochs),
+            speed=p.speed,
+        )
+        for name, p in spec.profiles.defined().items()
+    }
+    required = spec.certification.required_lessons
     return Course(
         path=file,
-        title=check.text(top, "title", "top level"),
-        course_id=check.text(top, "course_id", "top level"),
-        version=check.text(top, "version", "top level"),
-        lessons=tuple(lessons),
+        title=spec.title,
+        course_id=spec.course_id,
+        version=spec.version,
+        lessons=lessons,
         profiles=profiles,
-        default_profile=default,
-        certification=certification,
-        raw=top,
+        default_profile=spec.profiles.default,
+        certification=Certification(
+            pass_mark=spec.certification.pass_mark,
+            min_per_lesson=spec.certification.min_per_lesson,
+            required_lessons=tuple(ls.id for ls in lessons) if required == "all" else tuple(required),
+        ),
+        raw=raw,
     )
