@@ -20,7 +20,11 @@ no randomness                   two identical calls agree (otherwise attacks use
 ==============================  =====================================================================
 
 ``green``: passes; ``amber``: worth a look; ``red``: the evaluation is likely wrong (or the
-defence masks gradients). A defence with any red row is *suspect*: attack it adaptively
+defence masks gradients). On a small batch a few examples decide a row, so a row leaves green
+only when its evidence is *significant* for the batch size: a gap between two attacks must pass
+a one-sided exact McNemar test on the paired examples, and a rate must be significantly above
+its cut (an exact binomial test), both at level ``alpha``. The size of the gap or rate then
+chooses amber or red. A defence with any red row is *suspect*: attack it adaptively
 (BPDA, EOT, a different loss) before believing its numbers.
 """
 
@@ -52,6 +56,7 @@ from labkit.attacks.whitebox import _per_example, _random_delta, fgsm, pgd
 from labkit.contract import LabModel
 from labkit.data.base import LabData
 from labkit.eval.robustness import _as_xy
+from labkit.eval.stats import check_alpha
 from labkit.utils import eval_mode
 
 __all__ = ["Check", "Checklist", "Status", "checklist", "margin_pgd"]
@@ -235,10 +240,48 @@ def margin_pgd(
 # --------------------------------------------------------------------------------------------
 
 
-def _accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, clean_ok: torch.Tensor) -> float:
+def _still_right(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, clean_ok: torch.Tensor
+) -> torch.Tensor:
+    """Per example: right both clean and attacked."""
     with torch.no_grad(), eval_mode(model):
         ok = model(x_adv).argmax(1) == y
-    return float((ok & clean_ok).float().mean())
+    return (ok & clean_ok).cpu()
+
+
+def _mean(ok: torch.Tensor) -> float:
+    return float(ok.float().mean())
+
+
+def _beats(kept: torch.Tensor, other: torch.Tensor, alpha: float) -> bool:
+    """Whether ``kept`` stands on significantly more examples than ``other`` (paired, one-sided).
+
+    The exact McNemar test: of the examples the two disagree on, ``b`` are right under ``kept``
+    only and ``c`` under ``other`` only; with no real difference ``b ~ Binomial(b + c, 1/2)``.
+    """
+    from scipy.stats import binom
+
+    b = int((kept & ~other).sum())
+    c = int((~kept & other).sum())
+    if b <= c:
+        return False
+    return float(binom.sf(b - 1, b + c, 0.5)) < alpha
+
+
+def _rate_above(ok: torch.Tensor, cut: float, alpha: float) -> bool:
+    """Whether the rate of ``ok`` is above ``cut``, significantly (exact one-sided binomial test)."""
+    from scipy.stats import binom
+
+    k, n = int(ok.sum()), int(ok.numel())
+    if k <= cut * n:
+        return False
+    return float(binom.sf(k - 1, n, cut)) < alpha
+
+
+def _gap_status(gap: float, significant: bool, amber_up_to: float, tol: float) -> Status:
+    if gap <= tol or not significant:
+        return "green"
+    return "amber" if gap <= amber_up_to else "red"
 
 
 def _input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -270,6 +313,7 @@ def checklist(
     queries: int = 300,
     eot_samples: int = 8,
     tolerance: float | None = None,
+    alpha: float = 0.05,
     generator: torch.Generator | None = None,
 ) -> Checklist:
     """Run the gradient-masking checklist on the first ``n`` examples of ``data`` at L-inf ``eps``.
@@ -307,7 +351,11 @@ def checklist(
     eot_samples:
         Draws per step for EOT when the model is random.
     tolerance:
-        Accuracy gap treated as noise (default :math:`\\max(0.02, 2/n)`).
+        Accuracy gap too small to matter even when significant (default :math:`\\max(0.02, 2/n)`).
+    alpha:
+        Significance level: a row leaves green only when an exact test on the ``n`` examples
+        (McNemar for a gap between two attacks, binomial for a rate above its cut) rejects
+        "no problem" at this level, so a handful of examples on a small batch cannot turn it.
     generator:
         Seeds every attack, for a reproducible table.
 
@@ -333,6 +381,7 @@ def checklist(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     eps = check_eps(eps)
+    alpha = check_alpha(alpha)
     if eps == 0:
         raise ValueError("eps must be > 0: the checklist tests attacks at the budget the defence claims")
     if isinstance(queries, bool) or not isinstance(queries, numbers.Integral) or queries < 2:
@@ -376,25 +425,27 @@ def checklist(
     def white(attack: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         return eot(attack, eot_samples) if random_model else attack
 
-    def run(attack: Callable[..., torch.Tensor], target: nn.Module = model) -> float:
+    def run(attack: Callable[..., torch.Tensor], target: nn.Module = model) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ProbabilityOutputWarning)
             x_adv = attack(target, x, y)
-        return _accuracy(model, x_adv, y, clean_ok)
+        return _still_right(model, x_adv, y, clean_ok)
 
     # ---- white-box attacks at eps ---------------------------------------------------------
-    acc_fgsm = run(white(partial(fgsm, eps=eps)))
-    acc_pgd = run(white(partial(pgd, eps=eps, steps=20, generator=gen())))
-    acc_strong = run(white(partial(pgd, eps=eps, steps=50, restarts=2, generator=gen())))
-    acc_margin = run(white(partial(margin_pgd, eps=eps, steps=20, generator=gen())))
-    acc_white = min(acc_pgd, acc_strong)
+    ok_fgsm = run(white(partial(fgsm, eps=eps)))
+    ok_pgd = run(white(partial(pgd, eps=eps, steps=20, generator=gen())))
+    ok_strong = run(white(partial(pgd, eps=eps, steps=50, restarts=2, generator=gen())))
+    ok_margin = run(white(partial(margin_pgd, eps=eps, steps=20, generator=gen())))
+    acc_fgsm, acc_pgd, acc_strong, acc_margin = map(_mean, (ok_fgsm, ok_pgd, ok_strong, ok_margin))
+    ok_white = ok_pgd if acc_pgd <= acc_strong else ok_strong
+    acc_white = _mean(ok_white)
 
     gap = acc_pgd - acc_fgsm
     rows.append(
         Check(
             "iterative",
             "iterative beats single-step",
-            "green" if gap <= tol else ("amber" if gap <= 2 * tol else "red"),
+            _gap_status(gap, _beats(ok_pgd, ok_fgsm, alpha), 2 * tol, tol),
             {"FGSM acc": acc_fgsm, "PGD-20 acc": acc_pgd},
             "PGD takes many small steps and should find at least what one FGSM step finds; "
             "if FGSM does better, the loss surface is not smooth enough for iterative steps "
@@ -406,7 +457,7 @@ def checklist(
         Check(
             "steps_restarts",
             "more steps and restarts do not help",
-            "green" if gain <= tol else ("amber" if gain <= 0.1 else "red"),
+            _gap_status(gain, _beats(ok_pgd, ok_strong, alpha), 0.1, tol),
             {"PGD-20 acc": acc_pgd, "PGD-50x2 acc": acc_strong},
             "If 100 steps from two random starts find many more adversarial examples than 20 "
             "steps, PGD-20 had not converged and the reported robustness is too high.",
@@ -417,7 +468,7 @@ def checklist(
         Check(
             "loss",
             "a margin loss does not beat cross-entropy",
-            "green" if loss_gain <= tol else ("amber" if loss_gain <= 0.1 else "red"),
+            _gap_status(loss_gain, _beats(ok_pgd, ok_margin, alpha), 0.1, tol),
             {"PGD-CE acc": acc_pgd, "PGD-margin acc": acc_margin},
             "The CW margin works on the logits directly; when it beats cross-entropy by a lot, "
             "the softmax saturates and cross-entropy gradients vanish (e.g. defensive distillation).",
@@ -427,16 +478,18 @@ def checklist(
     # ---- eps sweep and an unbounded attack (no random start: success must come from gradients)
     factors = [0.5, 1.0, 2.0, 4.0]
     sweep_eps = [min(f * eps, full_range) for f in factors]
-    sweep = [run(white(partial(pgd, eps=e, steps=20, random_start=False))) for e in sweep_eps]
-    acc_unbounded = run(white(partial(pgd, eps=full_range, steps=20, random_start=False)))
-    rises = max(b - a for a, b in itertools.pairwise(sweep))
+    sweep_ok = [run(white(partial(pgd, eps=e, steps=20, random_start=False))) for e in sweep_eps]
+    sweep = [_mean(ok) for ok in sweep_ok]
+    ok_unbounded = run(white(partial(pgd, eps=full_range, steps=20, random_start=False)))
+    acc_unbounded = _mean(ok_unbounded)
+    rises = any(_mean(b) - _mean(a) > tol and _beats(b, a, alpha) for a, b in itertools.pairwise(sweep_ok))
     flat = sweep[1] > 0.2 and sweep[-1] > sweep[1] - tol
-    if rises > tol or flat:
+    if rises or flat:
         sweep_status: Status = "red"
-    elif sweep[-1] <= 0.1:
-        sweep_status = "green"
-    else:
+    elif _rate_above(sweep_ok[-1], 0.1, alpha):
         sweep_status = "amber"
+    else:
+        sweep_status = "green"
     rows.append(
         Check(
             "eps_sweep",
@@ -452,7 +505,9 @@ def checklist(
         Check(
             "unbounded",
             "unbounded attack reaches ~100% success",
-            "green" if acc_unbounded <= 0.02 else ("amber" if acc_unbounded <= 0.1 else "red"),
+            "red"
+            if _rate_above(ok_unbounded, 0.1, alpha)
+            else ("amber" if _rate_above(ok_unbounded, 0.02, alpha) else "green"),
             {"acc, whole input range": acc_unbounded, "clean acc": clean_acc},
             "With the whole input range allowed any image can be reached, so a working gradient "
             "attack breaks (almost) every example. If it does not, the gradients are not usable.",
@@ -462,7 +517,7 @@ def checklist(
     # ---- black-box and transfer ----------------------------------------------------------------
     if black_box:
         evidence: dict[str, float] = {"white-box acc": acc_white}
-        others = []
+        others: list[torch.Tensor] = []
         try:
             from labkit.attacks.blackbox import square
         except ImportError:  # pragma: no cover - the black-box module is optional
@@ -476,19 +531,20 @@ def checklist(
                     warnings.simplefilter("ignore", QueryBudgetWarning)
                     return square(m, xb, yb, eps=eps, max_queries=int(queries), generator=gen()).x_adv
 
-            acc_square = run(square_attack)
-            evidence["Square acc"] = acc_square
-            others.append(acc_square)
+            ok_square = run(square_attack)
+            evidence["Square acc"] = _mean(ok_square)
+            others.append(ok_square)
         if surrogate is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ProbabilityOutputWarning)
                 x_tr = pgd(surrogate, x, y, eps=eps, steps=20, generator=gen())
-            acc_transfer = _accuracy(model, x_tr, y, clean_ok)
-            evidence["transfer acc"] = acc_transfer
-            others.append(acc_transfer)
+            ok_transfer = _still_right(model, x_tr, y, clean_ok)
+            evidence["transfer acc"] = _mean(ok_transfer)
+            others.append(ok_transfer)
         if others:
-            bb_gap = acc_white - min(others)
-            status: Status = "green" if bb_gap <= tol else ("amber" if bb_gap <= 2 * tol else "red")
+            ok_other = min(others, key=_mean)
+            bb_gap = acc_white - _mean(ok_other)
+            status: Status = _gap_status(bb_gap, _beats(ok_white, ok_other, alpha), 2 * tol, tol)
         else:
             status = "skipped"
         rows.append(
@@ -572,5 +628,11 @@ def checklist(
         n=n_used,
         seconds=time.perf_counter() - started,
         model_name=str(name),
-        notes={"clean_acc": clean_acc, "random": random_model, "surrogate": surrogate is not None},
+        notes={
+            "clean_acc": clean_acc,
+            "random": random_model,
+            "surrogate": surrogate is not None,
+            "tolerance": tol,
+            "alpha": alpha,
+        },
     )
