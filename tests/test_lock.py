@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -82,8 +83,9 @@ def test_installed_versions_are_the_locked_ones() -> None:
         if name == project or name not in LOCKED:
             continue
         locked = LOCKED[name]
-        # A local tag (+cu132, +cpu) names the build of the same release.
-        if version.split("+")[0] not in {v.split("+")[0] for v in locked}:
+        # A local tag (+cu132, +cpu) names the build of the same release; uv.lock writes the
+        # normalised version (a wheel's 2.012 is locked as 2.12), so compare parsed releases.
+        if Version(version).public not in {Version(v).public for v in locked}:
             drift.append(f"{name}: installed {version}, locked {' or '.join(sorted(locked))}")
     assert not drift, "installed packages differ from uv.lock (run make install):\n" + "\n".join(drift)
 
