@@ -23,7 +23,7 @@ UV := $(BIN)/uv
 UV_SYNC_ARGS := --locked --extra test --extra peers
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
-.PHONY: help install lock lab lessons test lint format unit notebooks grading browser browser-deps bench clean
+.PHONY: help install lock lab lessons test lint format unit notebooks grading browser browser-deps cert-fonts bench clean
 
 help:
 	@echo "make lab    set up (venv, install, learner notebooks) and start JupyterLab on lessons/"
@@ -65,7 +65,20 @@ format: $(STAMP)
 	$(BIN)/ruff format labkit tests benchmarks nbgrader_config.py conftest.py
 	$(BIN)/ruff check --fix labkit tests benchmarks nbgrader_config.py conftest.py
 
-unit: $(STAMP)
+# Certificates print Chinese, Japanese and Korean names with a system font (the PyPI fonts cover
+# Latin, Vietnamese, Arabic and Devanagari). As root it is installed here when missing; elsewhere
+# the Chinese-name test is skipped and says which package to install.
+cert-fonts:
+	@if [ ! -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing fonts-droid-fallback (Debian) for certificates with CJK names"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q fonts-droid-fallback >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q fonts-droid-fallback >/dev/null; } \
+			|| echo "could not install fonts-droid-fallback: the Chinese-name certificate test will be skipped"; \
+	fi
+
+unit: $(STAMP) cert-fonts
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile \
 		--doctest-modules labkit tests -m "not slow and not browser" $(PYTEST_ARGS)
 
