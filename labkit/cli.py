@@ -1,4 +1,5 @@
-"""The ``labkit`` command line: ``labkit doctor``, ``labkit build``, ``labkit pretrain``, ``labkit serve``."""
+"""The ``labkit`` command line: ``labkit doctor``, ``labkit build``, ``labkit pretrain``, ``labkit serve``,
+and the instructor's ``grade``, ``certify`` and ``verify`` (:mod:`labkit.course.commands`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from labkit.course.commands import UsageError
 
 __all__ = ["main"]
 
@@ -82,12 +86,16 @@ def doctor(_: argparse.Namespace) -> int:
 
 def build(args: argparse.Namespace) -> int:
     """Generate the learner notebooks in lessons/ from solutions/."""
-    from labkit.course import build_lessons, load_course
+    from labkit.course import build_lessons
+    from labkit.course.commands import check_lessons, course_to_write
 
-    course = load_course(args.course)
+    course = course_to_write(args.course)
+    check_lessons(course, args.lesson)
+    print(f"course: {course.path}")
+    print(f"writing learner copies to {course.root / 'lessons'}")
     written = build_lessons(course, lessons=args.lesson or None, missing_only=args.missing)
     for path in written:
-        print(f"built {path.relative_to(course.root)}")
+        print(f"built {path}")
     if not written:
         print("learner copies already present; nothing to build")
     return 0
@@ -95,15 +103,17 @@ def build(args: argparse.Namespace) -> int:
 
 def pretrain(args: argparse.Namespace) -> int:
     """Train and cache zoo models now (e.g. before a workshop without internet)."""
+    from labkit.config import cache_dir
     from labkit.data import available
     from labkit.models import RECIPES, pretrained
 
     names = args.models or [n for n, r in RECIPES.items() if r.dataset in ("digits", "signs", "transactions")]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise UsageError(f"unknown model {unknown[0]!r}; choose from {', '.join(RECIPES)}")
+    print(f"caching model weights in {cache_dir().resolve()}")
     status = available()
     for name in names:
-        if name not in RECIPES:
-            print(f"unknown model {name!r}; choose from {', '.join(RECIPES)}", file=sys.stderr)
-            return 2
         if status.get(RECIPES[name].dataset, "").startswith("missing"):
             print(f"skip {name}: {status[RECIPES[name].dataset]}")
             continue
@@ -120,7 +130,7 @@ def serve(args: argparse.Namespace) -> int:
     from labkit.serving.server import ServeConfig, check_loopback, serve_forever
 
     if args.model not in RECIPES:
-        raise ValueError(f"unknown model {args.model!r}; choose from {', '.join(RECIPES)}")
+        raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(RECIPES)}")
     check_loopback(args.host)
     fields = ("max_batch", "max_body_bytes", "batch_window_ms", "max_batch_rows", "queue_size", "timeout_s")
     options = {k: getattr(args, k) for k in (*fields, "threads", "dtype") if getattr(args, k) is not None}
@@ -137,14 +147,33 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class _Version(argparse.Action):
+    """``--version``: imports labkit (and torch) only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from labkit import __version__
+
+        print(f"labkit {__version__}")
+        parser.exit()
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description="Model Hardening Lab tools")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("doctor", help="check the installation, device, data and cache")
     p.set_defaults(func=doctor)
     p = sub.add_parser("build", help="generate learner notebooks (lessons/) from solutions/")
     p.add_argument("lesson", nargs="*", help="lesson ids or slugs (default: every ready lesson)")
-    p.add_argument("--course", default=None, help="path to course.yml (default: found upwards)")
+    p.add_argument(
+        "--course",
+        default=None,
+        help="course.yml (or its folder) to build (default: LABKIT_COURSE, else the working "
+        "directory or its parents; never the checkout labkit was installed from)",
+    )
     p.add_argument("--missing", action="store_true", help="only build lessons that have no learner copy yet")
     p.set_defaults(func=build)
     p = sub.add_parser("pretrain", help="train and cache the zoo models for offline use")
@@ -168,12 +197,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="forward-pass precision")
     p.set_defaults(func=serve)
+    return parser
+
+
+def _error(err: BaseException, status: int) -> int:
+    """Print ``labkit: error: <message>`` on one line of stderr and return ``status``."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"labkit: error: {message or type(err).__name__}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``labkit`` with ``argv``; returns the exit status.
+
+    A mistake in the call (a bad argument, an unknown lesson, a broken course.yml, a missing
+    file) prints one line ``labkit: error: ...`` and returns 2, like argparse's own usage
+    errors; a failure of the environment (a tool that did not run) returns 1. Anything else is
+    a bug in labkit and keeps its traceback.
+    """
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"labkit {args.command}: {err}", file=sys.stderr)
-        return 1
+    except (UsageError, ValueError, OSError) as err:  # CourseError, SubmissionError, ... are ValueErrors
+        return _error(err, 2)
+    except RuntimeError as err:  # nbgrader or the server could not do its job
+        return _error(err, 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -190,7 +190,8 @@ def test_certify_refuses_without_key(
     monkeypatch.delenv("LABKIT_CERT_KEY", raising=False)
     monkeypatch.delenv("LABKIT_CERT_KEY_FILE", raising=False)
     path = grades_csv(course, tmp_path / "grades.csv", {"ada": 1.0})
-    assert main(["certify", str(path), "--out", str(tmp_path / "c")]) == 1
+    assert main(["certify", str(path), "--out", str(tmp_path / "c")]) == 2
     assert "no signing key" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
-    assert main(["verify", "LK1.x.y"]) == 1
+    assert main(["verify", "LK1.x.y"]) == 2  # a missing key is a setup mistake, not an invalid code
+    assert "no signing key" in capsys.readouterr().err

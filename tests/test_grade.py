@@ -619,12 +619,30 @@ def test_grade_a_class_with_malicious_submissions(
 def test_grade_command_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from labkit.cli import main
 
-    assert main(["grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-gradebook"]) == 1
+    assert main(["grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--no-gradebook"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
-    assert main(["grade", str(tmp_path), "--jobs", "0", "--no-gradebook"]) == 1
+    assert main(["grade", str(tmp_path), "--jobs", "0", "--no-gradebook"]) == 2
     assert "jobs must be a positive integer, got 0" in capsys.readouterr().err
-    assert main(["grade", str(tmp_path), "--memory", "64", "--no-gradebook"]) == 1
+    assert main(["grade", str(tmp_path), "--memory", "64", "--no-gradebook"]) == 2
     assert "memory_mb must be at least 512" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lesson", [None, "00"])
+def test_grading_an_empty_folder_is_an_error(
+    lesson: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty folder is a wrong path, not a class of 0 submissions: exit 2 naming the layouts."""
+    from labkit.cli import main
+
+    empty, out = tmp_path / "empty", tmp_path / "out"
+    empty.mkdir()
+    argv = ["grade", str(empty), "--out", str(out), "--no-gradebook", "--course", str(ROOT)]
+    assert main(argv + (["--lesson", lesson] if lesson else [])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"labkit: error: {empty}: no submissions found")
+    assert "expected notebooks laid out as <learner>/<lesson slug>/<notebook>" in err
+    assert ("for lesson 00-welcome" in err) == (lesson is not None)
+    assert not out.exists()
 
 
 def test_isolation_support_reports_this_host() -> None:

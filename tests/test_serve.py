@@ -337,7 +337,7 @@ def test_loopback_forms_are_accepted() -> None:
 
 def test_cli_serve_refuses_non_loopback(capsys: pytest.CaptureFixture[str]) -> None:
     """labkit serve --host 0.0.0.0 exits with an error instead of listening on every interface."""
-    assert main(["serve", "--model", "digits-cnn", "--host", "0.0.0.0", "--port", "0"]) == 1
+    assert main(["serve", "--model", "digits-cnn", "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
 
 

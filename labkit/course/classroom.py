@@ -26,7 +26,14 @@ from typing import Any
 from labkit.course.grading import CellScore, GradingError, _api, _check, _stage
 from labkit.course.manifest import Course, Lesson
 from labkit.course.sandbox import Limits, SandboxJob, read_result, start_worker, stop_worker
-from labkit.course.submissions import Submission, check_submission, copy_notebook, find_submissions
+from labkit.course.submissions import (
+    LAYOUTS,
+    Submission,
+    SubmissionError,
+    check_submission,
+    copy_notebook,
+    find_submissions,
+)
 
 __all__ = ["ClassGrades", "LessonGrade", "grade_class", "merge_into_gradebook"]
 
@@ -394,6 +401,9 @@ def grade_class(
         Run profile (its ``cell_timeout`` is the per-cell limit unless ``limits`` sets one).
     progress:
         Show a progress bar.
+
+    Raises :class:`~labkit.course.SubmissionError` when ``source`` holds no submission (of
+    ``lesson``): an empty folder is a wrong path, not a class with nothing to grade.
     """
     from tqdm.auto import tqdm
 
@@ -405,6 +415,12 @@ def grade_class(
     scratch = Path(tempfile.mkdtemp(prefix="labkit-class-"))
     try:
         subs = find_submissions(course, source, lesson=lesson, workdir=scratch)
+        if not subs:
+            which = f" for lesson {course.lesson(lesson).slug}" if lesson else ""
+            raise SubmissionError(
+                f"{source}: no submissions found{which}; expected notebooks laid out as {LAYOUTS}"
+                + ("" if lesson else " (the last one with --lesson)")
+            )
         lessons = sorted({course.lesson(s.lesson) for s in subs}, key=lambda ls: ls.id)
         if lesson is not None:
             lessons = [course.lesson(lesson)]

@@ -1,11 +1,66 @@
-"""The instructor's subcommands of ``labkit``: ``grade``, ``certify`` and ``verify``."""
+"""The instructor's subcommands of ``labkit``: ``grade``, ``certify`` and ``verify``.
+
+Also the pieces every ``labkit`` command that writes shares: :func:`course_to_write` (which
+course it may act on) and :class:`UsageError` (a mistake in how a command was called).
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_commands"]
+if TYPE_CHECKING:
+    from labkit.course.manifest import Course
+
+__all__ = ["UsageError", "add_commands", "check_lessons", "course_to_write"]
+
+
+class UsageError(Exception):
+    """A command was called wrongly; ``labkit`` prints the message and exits with status 2."""
+
+
+def course_to_write(option: str | None) -> Course:
+    """The course a command that writes may act on: ``--course``, ``LABKIT_COURSE``, or the
+    ``course.yml`` of the working directory or one of its parents.
+
+    Unlike reading commands, a writing one never falls back to the checkout labkit was
+    installed from: ``labkit build`` run from another folder must not rebuild someone else's
+    learner copies. Naming that course with ``--course`` (or ``LABKIT_COURSE``) still works.
+    The returned course has an absolute path, so every path printed from it is absolute.
+    """
+    from labkit.course.manifest import find_course_file, installed_course_file, load_course
+
+    if option:
+        path = Path(option).expanduser()
+        if path.is_dir():
+            path = path / "course.yml"
+    else:
+        found = find_course_file(installed=False)
+        if found is None:
+            installed = installed_course_file()
+            hint = (
+                f"; labkit is installed from the course at {installed.parent}: "
+                f"pass --course {installed} to act on that one"
+                if installed is not None
+                else ""
+            )
+            raise UsageError(
+                f"no course.yml in {Path.cwd()} or its parents: run this command inside the course "
+                f"folder, or name the course with --course PATH (or LABKIT_COURSE){hint}"
+            )
+        path = found
+    return load_course(path.resolve())
+
+
+def check_lessons(course: Course, keys: Iterable[str]) -> None:
+    """Raise :class:`UsageError` for a lesson id or slug the course does not have."""
+    for key in keys:
+        try:
+            course.lesson(key)
+        except KeyError as err:
+            raise UsageError(str(err.args[0])) from None
 
 
 def grade(args: argparse.Namespace) -> int:
@@ -13,10 +68,11 @@ def grade(args: argparse.Namespace) -> int:
     import os
 
     from labkit.course.classroom import grade_class
-    from labkit.course.manifest import load_course
     from labkit.course.sandbox import Limits
 
-    course = load_course(args.course)
+    course = course_to_write(args.course)
+    if args.lesson is not None:
+        check_lessons(course, [args.lesson])
     limits = Limits(
         cpu_seconds=args.cpu,
         memory_mb=args.memory,
@@ -25,11 +81,14 @@ def grade(args: argparse.Namespace) -> int:
         processes=args.procs,
         output_kb=args.output_kb,
     )
-    gradebook = None if args.no_gradebook else (args.gradebook or course.root / "gradebook.db")
+    gradebook = None if args.no_gradebook else Path(args.gradebook or course.root / "gradebook.db").resolve()
+    out = Path(args.out).resolve()
+    print(f"course: {course.path}")
+    print(f"writing grades to {out}" + (f" and the gradebook {gradebook}" if gradebook else ""))
     grades = grade_class(
         course,
         args.submissions,
-        out=args.out,
+        out=out,
         jobs=args.jobs,
         limits=limits,
         lesson=args.lesson,
@@ -49,9 +108,7 @@ def grade(args: argparse.Namespace) -> int:
         f"\n{n} submission(s) in {grades.wall_seconds:.0f} s with {args.jobs} job(s): {per:.1f} s each "
         f"(load average {load:.2f}); isolation: {', '.join(grades.isolation) or 'none'}"
     )
-    print(
-        f"grades: {os.path.join(args.out, 'grades.csv')}" + (f"; gradebook: {gradebook}" if gradebook else "")
-    )
+    print(f"grades: {out / 'grades.csv'}" + (f"; gradebook: {gradebook}" if gradebook else ""))
     return 0
 
 
@@ -59,11 +116,13 @@ def certify(args: argparse.Namespace) -> int:
     """Issue PDF certificates to the learners who pass the course's policy."""
     from labkit.course.certificates import certify as issue
     from labkit.course.certificates import load_key
-    from labkit.course.manifest import load_course
 
     key = load_key(args.key_file)
-    course = load_course(args.course)
-    results = issue(course, args.grades, out=args.out, key=key, date=args.date)
+    course = course_to_write(args.course)
+    out = Path(args.out).resolve()
+    print(f"course: {course.path}")
+    print(f"writing certificates to {out}")
+    results = issue(course, args.grades, out=out, key=key, date=args.date)
     passed = [r for r in results if r[0].passed]
     for decision, pdf, _ in results:
         shown = f"{100 * decision.score:.1f}%"
@@ -71,7 +130,7 @@ def certify(args: argparse.Namespace) -> int:
             f"{decision.learner}: {shown} "
             + (f"certificate {pdf}" if pdf else f"no certificate ({decision.reason})")
         )
-    print(f"{len(passed)} of {len(results)} learner(s) certified; list in {args.out}/certificates.csv")
+    print(f"{len(passed)} of {len(results)} learner(s) certified; list in {out / 'certificates.csv'}")
     return 0
 
 
@@ -91,6 +150,12 @@ def verify(args: argparse.Namespace) -> int:
         f"with {cert.score}% on {cert.date}"
     )
     return 0
+
+
+_COURSE_HELP = (
+    "course.yml (or its folder) to act on (default: LABKIT_COURSE, else the working directory "
+    "or its parents; never the checkout labkit was installed from)"
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -114,7 +179,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--no-gradebook", action="store_true", help="write the CSV and feedback only")
     p.add_argument("--profile", default=None, help="run profile (ci, laptop, gpu)")
-    p.add_argument("--course", default=None, help="path to course.yml (default: found upwards)")
+    p.add_argument("--course", default=None, help=_COURSE_HELP)
     p.add_argument("--cpu", type=int, default=600, help="CPU seconds per submission (default 600)")
     p.add_argument("--memory", type=int, default=6144, help="memory per submission in MiB (default 6144)")
     p.add_argument("--timeout", type=int, default=900, help="wall-clock seconds per submission (default 900)")
@@ -131,7 +196,7 @@ def add_commands(sub: Any) -> None:
         "--key-file", default=None, help="file holding the signing secret (default: LABKIT_CERT_KEY_FILE)"
     )
     p.add_argument("--date", default=None, help="date on the certificates, ISO (default: today)")
-    p.add_argument("--course", default=None, help="path to course.yml (default: found upwards)")
+    p.add_argument("--course", default=None, help=_COURSE_HELP)
     p.set_defaults(func=certify)
 
     p = sub.add_parser("verify", help="check a certificate's verification code or PDF")

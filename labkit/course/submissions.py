@@ -31,6 +31,11 @@ __all__ = ["Submission", "SubmissionError", "check_submission", "find_submission
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]+")
 _IGNORED = ("__MACOSX", ".ipynb_checkpoints", ".git")
 MAX_ZIP_BYTES = 2 * 1024**3
+LAYOUTS = (
+    "<learner>/<lesson slug>/<notebook> (nbgrader's submitted/ folder), <learner>/<notebook>, "
+    "<learner>--<lesson>.ipynb or <learner>.ipynb"
+)
+"""The layouts :func:`find_submissions` reads, for error messages."""
 
 
 class SubmissionError(ValueError):
@@ -176,10 +181,7 @@ def find_submissions(
                 )
             add(path.stem, only, path, [])
         else:
-            raise SubmissionError(
-                f"{rel}: not a layout labkit knows; expected <learner>/<lesson slug>/<notebook>, "
-                "<learner>/<notebook>, <learner>--<lesson>.ipynb or <learner>.ipynb"
-            )
+            raise SubmissionError(f"{rel}: not a layout labkit knows; expected {LAYOUTS}")
     return sorted(found.values(), key=lambda s: (s.lesson, s.student))
 
 
