@@ -81,9 +81,7 @@ def test_a_broken_course_file_is_one_line_too(tmp_path: Path, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["build"], ["build", "--missing"], ["grade", "."], ["certify", "grades.csv"]],
-    ids=["build", "build --missing", "grade", "certify"],
+    "argv", [["build"], ["build", "--missing"], ["grade", "."]], ids=["build", "build --missing", "grade"]
 )
 def test_writing_commands_refuse_a_course_outside_the_working_directory(
     argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -91,7 +89,6 @@ def test_writing_commands_refuse_a_course_outside_the_working_directory(
     """From a folder with no course.yml above it, labkit must not fall back to the checkout it was
     installed from (it used to rebuild that checkout's learner copies)."""
     monkeypatch.delenv("LABKIT_COURSE", raising=False)
-    monkeypatch.setenv("LABKIT_CERT_KEY", "a-long-instructor-secret-0123456789")
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     line = _one_error_line(capsys.readouterr().err)
