@@ -10,7 +10,15 @@ import pytest
 
 import labkit as lk
 from labkit.cli import main
-from labkit.course.certificates import Certificate, decide, pdf_text, sign, verify_code, verify_pdf
+from labkit.course.certificates import (
+    Certificate,
+    certify,
+    decide,
+    pdf_text,
+    sign,
+    verify_code,
+    verify_pdf,
+)
 
 KEY = b"a-long-instructor-secret-0123456789"
 CERT = Certificate("ada", "model-hardening-lab", "Model Hardening Lab", "0.1.0", "91.3", "2025-06-30")
@@ -123,12 +131,9 @@ def test_certify_writes_pdfs_that_verify_and_edited_pdfs_fail(
     monkeypatch.setenv("LABKIT_CERT_KEY_FILE", str(key_file))
     path = grades_csv(course, tmp_path / "grades.csv", {"ada": 0.95, "bob": 0.2})
     out = tmp_path / "certs"
-    assert (
-        main(["certify", str(path), "--out", str(out), "--date", "2025-06-30", "--course", str(course.path)])
-        == 0
-    )
-    printed = capsys.readouterr().out
-    assert "1 of 2 learner(s) certified" in printed
+    # labkit certify now issues Open Badges credentials; old HMAC certificates still verify.
+    results = certify(course, path, out=out, key=KEY, date="2025-06-30")
+    assert sum(1 for d, _, _ in results if d.passed) == 1
     assert not (out / "bob.pdf").exists()
     pdf = out / "ada.pdf"
     cert = verify_pdf(pdf, KEY)
@@ -140,7 +145,9 @@ def test_certify_writes_pdfs_that_verify_and_edited_pdfs_fail(
     )
     listed = list(csv.DictReader((out / "certificates.csv").read_text().splitlines()))
     code = next(r["code"] for r in listed if r["learner"] == "ada")
-    assert main(["verify", code]) == 0 and "VALID: ada" in capsys.readouterr().out
+    assert main(["verify", code]) == 0
+    captured = capsys.readouterr()
+    assert "VALID: ada" in captured.out and "deprecated" in captured.err
     assert main(["verify", str(pdf)]) == 0
 
     data = pdf.read_bytes()
@@ -189,9 +196,10 @@ def test_certify_refuses_without_key(
 ) -> None:
     monkeypatch.delenv("LABKIT_CERT_KEY", raising=False)
     monkeypatch.delenv("LABKIT_CERT_KEY_FILE", raising=False)
+    monkeypatch.setenv("LABKIT_ISSUER_DIR", str(tmp_path / "no-issuer"))
     path = grades_csv(course, tmp_path / "grades.csv", {"ada": 1.0})
-    assert main(["certify", str(path), "--out", str(tmp_path / "c")]) == 2
-    assert "no signing key" in capsys.readouterr().err
+    assert main(["certify", str(path), "--out", str(tmp_path / "c"), "--course", str(course.path)]) == 2
+    assert "no issuer key" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
-    assert main(["verify", "LK1.x.y"]) == 2  # a missing key is a setup mistake, not an invalid code
+    assert main(["verify", "LK1.x.y"]) == 2
     assert "no signing key" in capsys.readouterr().err

@@ -322,3 +322,49 @@ def test_issue_refuses_a_name_no_font_can_print(
     with pytest.raises(CredentialError, match="no font has"):
         issue(course, grades, issuer=issuer, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_round_trip_keys_certify_verify_revoke(
+    course: lk.course.Course,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """labkit keys init, certify, verify with only the public key, revoke, verify again."""
+    from labkit.cli import main
+
+    monkeypatch.setenv("LABKIT_ISSUER_DIR", str(tmp_path / "issuer"))
+    assert main(["keys", "init", "--name", "Example University"]) == 0
+    assert "did:key:z6Mk" in capsys.readouterr().out
+    assert main(["keys", "init", "--name", "Again"]) == 2
+    assert "labkit: error: " in capsys.readouterr().err
+    grades = grades_csv(course, tmp_path / "grades.csv", {NAMES["vietnamese"]: 0.9, "bob": 0.3})
+    subs = _submissions(course, tmp_path / "submitted", ["bob"])
+    out = tmp_path / "credentials"
+    args = [
+        "certify",
+        str(grades),
+        "--out",
+        str(out),
+        "--course",
+        str(course.path),
+        "--submissions",
+        str(subs),
+    ]
+    assert main(args) == 0
+    assert "1 of 2 learner(s) certified" in capsys.readouterr().out
+    pdf = next(out.glob("*.pdf"))
+    did = (out / "issuer.did").read_text().strip()
+    status = ["--status", str(out / "status-list.jwt")]
+    assert main(["verify", str(pdf), "--issuer", did, *status]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"VALID: {NAMES['vietnamese']} completed {course.title}")
+    assert main(["revoke", NAMES["vietnamese"]]) == 0
+    capsys.readouterr()
+    status = ["--status", str(tmp_path / "issuer" / "status-list.jwt")]
+    assert main(["verify", str(pdf), "--issuer", str(out / "issuer.jwks.json"), *status]) == 1
+    assert capsys.readouterr().out.startswith("INVALID (revoked)")
+    assert main(["verify", str(pdf)]) == 2
+    assert "--issuer is required" in capsys.readouterr().err
+    assert main(["revoke", "nobody"]) == 2
+    assert "no credential was issued to 'nobody'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The instructor's subcommands of ``labkit``: ``grade``, ``certify`` and ``verify``.
+"""The instructor's subcommands of ``labkit``: ``grade``, and (from
+:mod:`labkit.course.credentials.commands`) ``keys init``, ``certify``, ``verify`` and ``revoke``.
 
 Also the pieces every ``labkit`` command that writes shares: :func:`course_to_write` (which
 course it may act on) and :class:`UsageError` (a mistake in how a command was called).
@@ -112,46 +113,6 @@ def grade(args: argparse.Namespace) -> int:
     return 0
 
 
-def certify(args: argparse.Namespace) -> int:
-    """Issue PDF certificates to the learners who pass the course's policy."""
-    from labkit.course.certificates import certify as issue
-    from labkit.course.certificates import load_key
-
-    key = load_key(args.key_file)
-    course = course_to_write(args.course)
-    out = Path(args.out).resolve()
-    print(f"course: {course.path}")
-    print(f"writing certificates to {out}")
-    results = issue(course, args.grades, out=out, key=key, date=args.date)
-    passed = [r for r in results if r[0].passed]
-    for decision, pdf, _ in results:
-        shown = f"{100 * decision.score:.1f}%"
-        print(
-            f"{decision.learner}: {shown} "
-            + (f"certificate {pdf}" if pdf else f"no certificate ({decision.reason})")
-        )
-    print(f"{len(passed)} of {len(results)} learner(s) certified; list in {out / 'certificates.csv'}")
-    return 0
-
-
-def verify(args: argparse.Namespace) -> int:
-    """Check a verification code or a certificate PDF."""
-    from labkit.course.certificates import CertificateError, load_key
-    from labkit.course.certificates import verify as check
-
-    key = load_key(args.key_file)
-    try:
-        cert = check(args.code_or_pdf, key)
-    except CertificateError as err:
-        print(f"INVALID: {err}")
-        return 1
-    print(
-        f"VALID: {cert.learner} completed {cert.title} ({cert.course} {cert.version}) "
-        f"with {cert.score}% on {cert.date}"
-    )
-    return 0
-
-
 _COURSE_HELP = (
     "course.yml (or its folder) to act on (default: LABKIT_COURSE, else the working directory "
     "or its parents; never the checkout labkit was installed from)"
@@ -159,7 +120,7 @@ _COURSE_HELP = (
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``grade``, ``certify`` and ``verify`` on the ``labkit`` subparsers."""
+    """Register ``grade``, ``certify``, ``verify``, ``keys`` and ``revoke`` on the ``labkit`` subparsers."""
     p = sub.add_parser(
         "grade",
         help="autograde a class in sandboxes: grades CSV, feedback, gradebook",
@@ -189,19 +150,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=grade)
 
-    p = sub.add_parser("certify", help="PDF certificates for the learners who pass (needs the signing key)")
-    p.add_argument("grades", help="grades CSV written by labkit grade")
-    p.add_argument("--out", default="certificates", help="output folder (default: certificates)")
-    p.add_argument(
-        "--key-file", default=None, help="file holding the signing secret (default: LABKIT_CERT_KEY_FILE)"
-    )
-    p.add_argument("--date", default=None, help="date on the certificates, ISO (default: today)")
-    p.add_argument("--course", default=None, help=_COURSE_HELP)
-    p.set_defaults(func=certify)
+    # certify, verify, keys init and revoke: Open Badges 3.0 credentials signed with Ed25519.
+    from labkit.course.credentials.commands import add_credential_commands
 
-    p = sub.add_parser("verify", help="check a certificate's verification code or PDF")
-    p.add_argument("code_or_pdf", help="the code printed on the certificate, or the PDF file")
-    p.add_argument(
-        "--key-file", default=None, help="file holding the signing secret (default: LABKIT_CERT_KEY_FILE)"
-    )
-    p.set_defaults(func=verify)
+    add_credential_commands(sub)

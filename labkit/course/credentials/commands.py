@@ -60,8 +60,8 @@ def certify(args: argparse.Namespace) -> int:
             "--key-file signs the old HMAC certificates, which labkit no longer issues: run "
             "`labkit keys init --name NAME` once and certify with the issuer's Ed25519 key"
         )
-    issuer = load_issuer(args.issuer_dir)
     course = course_to_write(args.course)
+    issuer = load_issuer(args.issuer_dir)
     out = Path(args.out).resolve()
     print(f"course: {course.path}")
     print(f"issuer: {issuer.profile['name']} ({issuer.did})")
@@ -105,8 +105,8 @@ def _legacy(args: argparse.Namespace) -> int:
         print(f"INVALID (signature): {err}")
         return 1
     print(
-        f"VALID (deprecated HMAC certificate): {cert.learner} completed {cert.title} "
-        f"({cert.course} {cert.version}) with {cert.score}% on {cert.date}"
+        f"VALID: {cert.learner} completed {cert.title} ({cert.course} {cert.version}) with "
+        f"{cert.score}% on {cert.date} (deprecated HMAC certificate)"
     )
     return 0
 
