@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 import torch
+from margins import assert_paired_gap, gap_lower
 from scipy.stats import beta, norm
 from torch import nn
 
@@ -76,7 +77,9 @@ def test_robustness_report_worst_case_intervals_and_display(
         low, high = report.interval("worst", e)
         assert low <= worst <= high
     assert report.accuracy("worst", 0.0) == clean
-    assert report.accuracy("worst", EPS) < report.accuracy("worst", 0.05) < clean
+    # eps 0.05 breaks only a couple of the 80 digits, so a strict drop from clean would hang on
+    # them; doubling eps breaks significantly more of the same examples
+    assert_paired_gap(report.worst[1], report.worst[2], what=f"worst case, eps 0.05 over {EPS}")
     # the per-example worst case is the AND of the per-attack results
     assert torch.equal(
         report.worst[2], report.correct["fgsm"][2] & report.correct["pgd-10"][2] & report.correct["square"][2]
@@ -274,7 +277,9 @@ def test_certified_accuracy_curve_is_non_increasing(
     cert = certify(standard, x, sigma=0.25, n0=20, n=200, generator=torch.Generator().manual_seed(0))
     radii, accs = cert.curve(y, [0.0, 0.1, 0.25, 0.5, 1.0, 10.0])
     assert all(b <= a for a, b in itertools.pairwise(accs))
-    assert accs[0] <= lk.models.accuracy(standard, x, y) + 0.05 and accs[-1] == 0.0
+    clean = lk.models.accuracy(standard, x, y)
+    assert gap_lower(accs[0], 40, clean, 40) < 0, (accs[0], clean)  # not significantly above clean
+    assert accs[-1] == 0.0
     assert radii[0] == 0.0 and 0.0 < accs[0]
 
 
