@@ -6,6 +6,7 @@ import sys
 
 import matplotlib
 import pytest
+from margins import assert_gap
 
 from labkit import atlas, genai
 from labkit.genai import (
@@ -394,9 +395,16 @@ def test_policy_and_tool_judges(scenario) -> None:
 def test_detector_is_accurate_on_plain_and_evaded_by_obfuscation(detector, attacks, benign) -> None:
     """Held-out plain attacks: high precision and recall. Obfuscated ones: recall clearly lower."""
     ev = genai.evaluate_detector(detector, attacks, benign)
-    assert ev.plain.precision >= 0.9 and ev.plain.recall >= 0.9, ev.plain
-    assert ev.plain.false_positive_rate <= 0.05
-    assert ev.obfuscated.recall <= ev.plain.recall - 0.15, (ev.plain.recall, ev.obfuscated.recall)
+    plain, obfuscated = ev.plain, ev.obfuscated
+    assert plain.precision >= 0.9 and plain.recall >= 0.9, plain
+    assert plain.false_positive_rate <= 0.05
+    assert_gap(
+        plain.recall,
+        plain.n_positive,
+        obfuscated.recall,
+        obfuscated.n_positive,
+        what="recall, plain over obfuscated",
+    )
     assert min(ev.recall_by_technique[t] for t in OBFUSCATED) < 0.8
     assert "obfuscated" in ev._repr_markdown_()
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from margins import assert_gap, assert_rate_above, assert_rate_below, gap_lower
 
 import labkit as lk
 from labkit import poisoning as P
@@ -131,13 +132,16 @@ def test_backdoor_poisons_the_rate_with_the_trigger(train_data: LabData, poisone
 def test_backdoor_works_and_keeps_clean_accuracy(
     clean_model: torch.nn.Module, backdoored: torch.nn.Module, poisoned: P.Poisoned, test_data: LabData
 ) -> None:
-    """BadNets at 5%: ASR above 80% with the trigger, clean accuracy within 3 points."""
+    """BadNets at 5%: most triggered digits go to the target, the clean model ignores the trigger,
+    and the backdoor costs no clean accuracy that 360 test digits can resolve."""
     report = P.evaluate_backdoor(
         {"clean": clean_model, "backdoored": backdoored}, test_data, poisoned=poisoned
     )
-    assert report["backdoored"]["asr"] > 0.8
-    assert report["clean"]["asr"] < 0.1
-    assert report["backdoored"]["clean_acc"] > report["clean"]["clean_acc"] - 0.03
+    n, n_asr = len(test_data), int((test_data.y != 0).sum())
+    assert_rate_above(report["backdoored"]["asr"], n_asr, 0.5, what="backdoored ASR")
+    assert_rate_below(report["clean"]["asr"], n_asr, 0.1, what="clean model ASR")
+    cost = gap_lower(report["clean"]["clean_acc"], n, report["backdoored"]["clean_acc"], n)
+    assert cost < 0, f"the backdoor costs clean accuracy: {report['clean']} vs {report['backdoored']}"
     table = report._repr_markdown_()
     assert "| backdoored |" in table and "poison rate 5.0%" in table
 
@@ -161,7 +165,7 @@ def test_detection_rates_are_consistent_with_the_indices(
     assert score.tpr == pytest.approx(len(flagged & truth) / len(truth))
     assert score.fpr == pytest.approx(len(flagged - truth) / (n - len(truth)))
     assert score.poison_rate == pytest.approx(poisoned.rate)
-    assert score.tpr > score.fpr + 0.2
+    assert_gap(score.tpr, len(truth), score.fpr, n - len(truth), what=f"{method}: TPR over FPR")
     assert "true positive rate" in score._repr_markdown_()
 
 
@@ -208,9 +212,10 @@ def test_mitigations_lower_the_attack_success(
         {"none": backdoored, "retrained": retrained, "fine-pruned": pruned.model}, held_out, poisoned=poisoned
     )
     before = report["none"]["asr"]
-    assert report["retrained"]["asr"] < before - 0.5
-    assert report["fine-pruned"]["asr"] < before - 0.3
-    assert report["fine-pruned"]["clean_acc"] > 0.85
+    n, n_asr = len(held_out), int((held_out.y != 0).sum())
+    assert_gap(before, n_asr, report["retrained"]["asr"], n_asr, what="ASR, before over retrained")
+    assert_gap(before, n_asr, report["fine-pruned"]["asr"], n_asr, what="ASR, before over fine-pruned")
+    assert_rate_above(report["fine-pruned"]["clean_acc"], n, 0.8, what="fine-pruned clean accuracy")
     assert 0 < len(pruned.pruned) < pruned.channels
     assert len(pruned.accuracy_curve) == len(pruned.pruned) + 1
     # the suspect model itself is untouched: still backdoored
@@ -234,7 +239,8 @@ def test_clean_label_backdoor_keeps_labels_and_beats_the_plain_trigger(
     assert float(delta.abs().max()) <= 0.3 + 1e-5
     asr_plain = P.attack_success_rate(fit(plain.data), test_data, trigger=trigger, target=0)
     asr_strong = P.attack_success_rate(fit(strong.data), test_data, trigger=trigger, target=0)
-    assert asr_strong > asr_plain + 0.3
+    n_asr = int((test_data.y != 0).sum())
+    assert_gap(asr_strong, n_asr, asr_plain, n_asr, what="clean-label ASR, eps 0.3 over eps 0")
 
 
 # ---------------------------------------------------------------------------- bad input
