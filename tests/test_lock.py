@@ -35,18 +35,25 @@ def _uv() -> str:
     return which
 
 
-def test_lock_agrees_with_pyproject(tmp_path: Path) -> None:
-    # A copy, so the check never touches the checkout; --offline: the lock alone must answer.
-    for name in ("pyproject.toml", "uv.lock"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    (tmp_path / "README.md").write_text("copy\n", encoding="utf-8")
-    done = subprocess.run(
+def _lock_check(pyproject: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """``uv lock --check --offline`` on a copy of the lock beside ``pyproject`` in ``folder``.
+
+    A copy, so the check never touches the checkout; offline, so the lock alone must answer.
+    """
+    (folder / "pyproject.toml").write_text(pyproject, encoding="utf-8")
+    shutil.copy(ROOT / "uv.lock", folder / "uv.lock")
+    (folder / "README.md").write_text("copy\n", encoding="utf-8")
+    return subprocess.run(
         [_uv(), "lock", "--check", "--offline", "--python", sys.executable],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_lock_agrees_with_pyproject(tmp_path: Path) -> None:
+    done = _lock_check((ROOT / "pyproject.toml").read_text(encoding="utf-8"), tmp_path)
     assert done.returncode == 0, f"uv.lock is out of date with pyproject.toml (run make lock):\n{done.stderr}"
 
 
@@ -55,17 +62,9 @@ def test_lock_check_notices_a_new_dependency(tmp_path: Path) -> None:
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     changed = text.replace("dependencies = [\n", 'dependencies = [\n    "rich>=13",\n', 1)
     assert changed != text
-    (tmp_path / "pyproject.toml").write_text(changed, encoding="utf-8")
-    shutil.copy(ROOT / "uv.lock", tmp_path / "uv.lock")
-    (tmp_path / "README.md").write_text("copy\n", encoding="utf-8")
-    done = subprocess.run(
-        [_uv(), "lock", "--check", "--offline", "--python", sys.executable],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _lock_check(changed, tmp_path)
     assert done.returncode != 0
+    assert "needs to be updated" in done.stderr
 
 
 def test_installed_versions_are_the_locked_ones() -> None:
