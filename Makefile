@@ -52,8 +52,15 @@ lock: $(STAMP)
 lessons: $(STAMP)
 	$(BIN)/labkit build --missing
 
+# The server's root is the course root, so nbgrader finds nbgrader_config.py and formgrader sees
+# solutions/ below it; the learner lands on lessons/. The venv's bin/ goes on PATH for formgrader's
+# call to alembic. nbgrader's exchange on one machine is .cache/nbgrader-exchange (nbgrader_config.py;
+# LABKIT_EXCHANGE moves it), so the Assignments tab can fetch, submit and fetch feedback.
+LAB_EXCHANGE = $(or $(LABKIT_EXCHANGE),$(CURDIR)/.cache/nbgrader-exchange)
 lab: lessons
-	$(BIN)/jupyter lab --ServerApp.root_dir=lessons $(ROOT_FLAG) $(LAB_ARGS)
+	@mkdir -p "$(LAB_EXCHANGE)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/lessons $(ROOT_FLAG) $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks nbgrader_config.py conftest.py

@@ -1,9 +1,10 @@
 """The learner's first minutes, in a real browser: `make lab`, the lessons, nbgrader, lesson 00.
 
 Starts JupyterLab exactly as ``make lab`` does (on loopback, with a token, no browser), then
-drives headless Chromium through Selenium: the file browser lists the lessons, the nbgrader
-menu opens the assignment list, and lesson 00 opens and runs its first cell in the course's
-kernel. Chromium comes from the Debian packages ``chromium`` and ``chromium-driver`` (``make
+drives headless Chromium through Selenium: the server lands on lessons/ and the file browser
+lists them, the nbgrader menu opens the assignment list (working, with this machine's exchange),
+formgrader lists the course's lessons, and lesson 00 opens and runs its first cell in the
+course's kernel. The gradebook and the exchange go to a scratch folder, not the checkout. Chromium comes from the Debian packages ``chromium`` and ``chromium-driver`` (``make
 test`` installs them when it runs as root); where they are missing the test is skipped and says
 how to install them.
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from labkit.course import load_course
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -65,6 +68,8 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, seen: Callable[[]
             result = check()
             if result:
                 return result
+        except AssertionError:  # a check that asserts has seen something that will not get better
+            raise
         except Exception as error:  # the page is still loading
             last = error
         time.sleep(0.5)
@@ -84,12 +89,26 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, seen: Callable[[]
     raise AssertionError(detail)
 
 
+class Lab:
+    """The running `make lab` server: its base URL, token and a fresh workspace for this run."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.base, self.token = base, token
+        # a fresh workspace, so no layout saved by an earlier run is restored
+        self.workspace = f"{base}/lab/workspaces/test-{token[:8]}"
+
+    def tree(self, path: str, *, reset: bool = False) -> str:
+        """The lab URL that opens ``path`` (relative to the course root) in the fresh workspace."""
+        return f"{self.workspace}/tree/{path}?{'reset&' if reset else ''}token={self.token}"
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`make lab` on a free loopback port; yields the base URL, stops the server afterwards.
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """`make lab` on a free loopback port; yields the server, stops it afterwards.
 
     JupyterLab's user settings and workspaces go to a temporary folder, with autosave off, so
-    running a cell never writes into the learner copy of lesson 00.
+    running a cell never writes into the learner copy of lesson 00; nbgrader's gradebook and
+    exchange go there too (LABKIT_GRADEBOOK, LABKIT_EXCHANGE), so formgrader leaves the checkout alone.
     """
     port, token = _free_port(), secrets.token_hex(16)
     home = tmp_path_factory.mktemp("jupyterlab")
@@ -101,6 +120,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "MAKEFLAGS": "",
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "LABKIT_GRADEBOOK": str(home / "gradebook.db"),
+        "LABKIT_EXCHANGE": str(home / "exchange"),
     }
     args = f"--no-browser --port={port} --ServerApp.ip=127.0.0.1 --IdentityProvider.token={token}"
     log = (ROOT / ".cache").resolve()
@@ -125,8 +146,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     return bool(r.status == 200)
 
             _wait("JupyterLab to answer (make lab: install check, learner copies, server start)", up, 600)
-            # a fresh workspace, so no layout saved by an earlier run is restored
-            yield f"{base}/lab/workspaces/test-{token[:8]}?reset&token={token}"
+            yield Lab(base, token)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -154,9 +174,36 @@ def _texts(browser: Any, css: str) -> list[str]:
     return [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, css)]
 
 
-def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: str, browser: Any) -> None:
+def test_lab_lands_on_lessons(lab: Lab) -> None:
+    """The server's root is the course root (for nbgrader), and its front page opens lessons/."""
+    with urllib.request.urlopen(f"{lab.base}/?token={lab.token}", timeout=60) as r:
+        landed = r.geturl()
+    assert landed.split("?")[0].endswith("/lab/tree/lessons"), (
+        f"make lab should land on lessons/, got {landed}"
+    )
+
+
+def test_formgrader_lists_the_course_lessons(lab: Lab, browser: Any) -> None:
+    """Formgrader loads (nbgrader's config found, alembic on PATH) and lists every ready lesson."""
+    ready = {lesson.slug for lesson in load_course(ROOT / "course.yml").ready_lessons}
+    browser.get(f"{lab.base}/formgrader?token={lab.token}")
+
+    def listed() -> set[str]:
+        return {e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, "#main_table td a, td")}
+
+    _wait(
+        "formgrader's Manage Assignments table to list every ready lesson of course.yml",
+        lambda: ready <= listed(),
+        timeout=300,
+        seen=lambda: browser.find_element(By.TAG_NAME, "body").text[:400],
+    )
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Loading, please wait" not in body
+
+
+def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: Lab, browser: Any) -> None:
     """The file browser shows the lessons, nbgrader's assignment list opens, lesson 00 runs its first cell."""
-    browser.get(lab)
+    browser.get(lab.tree("lessons", reset=True))
     expected = {"00-welcome", "01-adversarial-examples"}
     _wait(
         "the lessons in the file browser",
@@ -186,14 +233,24 @@ def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: str, browser: 
         seen=lambda: ", ".join(_texts(browser, ".lm-Menu-itemLabel")),
     )
     item[0].click()
+    panel = ".lm-DockPanel-widget, .lm-Widget"
     _wait(
         "the assignment list panel",
-        lambda: any("Released assignments" in t for t in _texts(browser, ".lm-DockPanel-widget, .lm-Widget")),
+        lambda: any("Released assignments" in t for t in _texts(browser, panel)),
         timeout=300,
     )
+    # With this machine's exchange it settles on an empty list, not on an error.
+    _wait(
+        "the assignment list to finish loading (no lesson released to the scratch exchange)",
+        lambda: any("There are no assignments to fetch" in t for t in _texts(browser, panel)),
+        timeout=300,
+        seen=lambda: " | ".join(t for t in _texts(browser, panel) if "assignment" in t.lower())[:400],
+    )
+    shown = " ".join(_texts(browser, panel))
+    assert "Error fetching courses" not in shown and "does not exist" not in shown, shown[:400]
 
     # lesson 00: open it, run the first code cell in the kernel
-    browser.get(lab.replace("?reset&", "/tree/00-welcome/welcome.ipynb?"))
+    browser.get(lab.tree("lessons/00-welcome/welcome.ipynb"))
     first_cell = ".jp-Notebook .jp-CodeCell .cm-content"
     _wait(
         "lesson 00's first code cell", lambda: browser.find_elements(By.CSS_SELECTOR, first_cell), timeout=300
