@@ -20,7 +20,7 @@ UV_VERSION := 0.13.9
 # pip on some machines warns about every unreachable extra index; keep the log readable.
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 UV := $(BIN)/uv
-UV_SYNC_ARGS := --locked --extra test --extra peers
+UV_SYNC_ARGS := --locked --extra test --extra peers --extra hub
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 .PHONY: help install lock lab lessons test lint format unit notebooks grading browser browser-deps cert-fonts bench clean
