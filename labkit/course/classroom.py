@@ -15,7 +15,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,9 +24,18 @@ from typing import Any
 
 from labkit.course.grading import CellScore, GradingError, _api, _check, _stage
 from labkit.course.manifest import Course, Lesson
-from labkit.course.sandbox import Limits, SandboxJob, read_result, start_worker, stop_worker
+from labkit.course.sandbox import (
+    Limits,
+    SandboxJob,
+    job_uid,
+    read_result,
+    sandbox_problem,
+    start_worker,
+    stop_worker,
+)
 from labkit.course.submissions import (
     LAYOUTS,
+    Problem,
     Submission,
     SubmissionError,
     check_submission,
@@ -35,7 +43,11 @@ from labkit.course.submissions import (
     find_submissions,
 )
 
-__all__ = ["ClassGrades", "LessonGrade", "grade_class", "merge_into_gradebook"]
+__all__ = ["ClassGrades", "LessonGrade", "SandboxUnavailable", "grade_class", "merge_into_gradebook"]
+
+
+class SandboxUnavailable(ValueError):
+    """Learner code cannot run in a sandbox on this host, and the submissions are not trusted."""
 
 
 @dataclass
@@ -82,10 +94,11 @@ class ClassGrades:
     results: list[LessonGrade]
     wall_seconds: float = 0.0
     isolation: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def students(self) -> list[str]:
-        return sorted({r.student for r in self.results})
+        return sorted({r.student for r in self.results} | {p.student for p in self.problems})
 
     def get(self, student: str, lesson: str) -> LessonGrade | None:
         for r in self.results:
@@ -119,6 +132,7 @@ class ClassGrades:
                     notes.append(f"{ls.slug}: {grade.reason}")
                 elif grade.reason:
                     notes.append(f"{ls.slug}: {grade.reason}")
+            notes += [_problem_text(p) for p in self.problems if p.student == student]
             row["points"] = round(earned, 2)
             row["max_points"] = round(possible, 2)
             row["percent"] = round(100 * earned / possible, 1) if possible else 0.0
@@ -140,7 +154,7 @@ class ClassGrades:
         with out.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=head)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: _csv_safe(v) for k, v in row.items()} for row in rows)
         return out
 
     def write_submissions_csv(self, path: str | Path) -> Path:
@@ -153,17 +167,12 @@ class ClassGrades:
                 ["student", "lesson", "status", "score", "max_score", "reason", "warnings", "seconds"]
             )
             for r in self.results:
+                fields = [r.student, r.lesson, r.status, f"{r.score:g}", f"{r.max_score:g}", r.reason]
+                fields += ["; ".join(r.warnings), f"{r.seconds:.1f}"]
+                writer.writerow([_csv_safe(f) for f in fields])
+            for p in self.problems:
                 writer.writerow(
-                    [
-                        r.student,
-                        r.lesson,
-                        r.status,
-                        f"{r.score:g}",
-                        f"{r.max_score:g}",
-                        r.reason,
-                        "; ".join(r.warnings),
-                        f"{r.seconds:.1f}",
-                    ]
+                    [_csv_safe(f) for f in (p.student, "", "error", "0", "0", _problem_text(p), "", "0")]
                 )
         return out
 
@@ -187,10 +196,27 @@ class ClassGrades:
                 f"{fmt(pct, statistics.median)} | {fmt(pct, min)} | {fmt(pct, max)} | "
                 f"{(statistics.mean(secs) if secs else 0):.1f} |"
             )
+        if self.problems:
+            lines.append(
+                f"\n{len(self.problems)} entr{'y' if len(self.problems) == 1 else 'ies'} not graded:"
+            )
+            lines += [f"- {p.student}: {_problem_text(p)}" for p in self.problems]
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
         return self.summary()
+
+
+def _problem_text(problem: Problem) -> str:
+    return problem.reason if problem.entry in problem.reason else f"{problem.entry}: {problem.reason}"
+
+
+def _csv_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: strings that would start a formula (``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return) get a leading ``'``; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def _build_template(course: Course, lesson: Lesson, root: Path, profile: str | None) -> _Template:
@@ -343,29 +369,6 @@ def merge_into_gradebook(
     return merged
 
 
-def _hide_list(course: Course, extra: Sequence[Path]) -> list[str]:
-    """Paths to hide from the kernel, minus any that hold labkit or Python itself."""
-    import labkit
-
-    keep = [
-        Path(labkit.__file__).resolve().parent,
-        Path(sys.prefix).resolve(),
-        Path(sys.executable).resolve(),
-    ]
-    candidates = [
-        course.root / name
-        for name in ("solutions", "submitted", "autograded", "feedback", "release", "source")
-    ]
-    candidates += list(extra)
-    hide = []
-    for p in candidates:
-        p = p.resolve()
-        if not p.exists() or any(k == p or k.is_relative_to(p) for k in keep):
-            continue
-        hide.append(str(p))
-    return sorted(set(hide))
-
-
 def grade_class(
     course: Course,
     source: str | Path,
@@ -377,6 +380,7 @@ def grade_class(
     gradebook: str | Path | None = None,
     profile: str | None = None,
     progress: bool = True,
+    trust_submissions: bool = False,
 ) -> ClassGrades:
     """Autograde every submission under ``source`` and write the results to ``out``.
 
@@ -401,6 +405,10 @@ def grade_class(
         Run profile (its ``cell_timeout`` is the per-cell limit unless ``limits`` sets one).
     progress:
         Show a progress bar.
+    trust_submissions:
+        Grade even where learner code cannot run in a bubblewrap sandbox (macOS, hosts without
+        user namespaces): only for notebooks you trust, since their code then runs with your
+        rights. Without it such a host raises :class:`SandboxUnavailable`.
 
     Raises :class:`~labkit.course.SubmissionError` when ``source`` holds no submission (of
     ``lesson``): an empty folder is a wrong path, not a class with nothing to grade.
@@ -412,10 +420,20 @@ def grade_class(
     limits = limits or Limits()
     out_dir = Path(out)
     start = time.perf_counter()
+    problem = sandbox_problem()
+    if problem is not None and not trust_submissions:
+        raise SandboxUnavailable(
+            f"refusing to grade: learner code cannot be sandboxed on this host ({problem}). "
+            "Grade on a Linux host with bubblewrap, or pass --trust-submissions to run the "
+            "notebooks' code with your own rights (only for work you trust)"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="labkit-class-"))
+    # Workers drop to accounts of their own: they may pass through (not list) the scratch folder.
+    os.chmod(scratch, 0o711)
     try:
-        subs = find_submissions(course, source, lesson=lesson, workdir=scratch)
-        if not subs:
+        problems: list[Problem] = []
+        subs = find_submissions(course, source, lesson=lesson, workdir=scratch, problems=problems)
+        if not subs and not problems:
             which = f" for lesson {course.lesson(lesson).slug}" if lesson else ""
             raise SubmissionError(
                 f"{source}: no submissions found{which}; expected notebooks laid out as {LAYOUTS}"
@@ -427,7 +445,6 @@ def grade_class(
         templates = {
             ls.slug: _build_template(course, ls, scratch / "templates" / ls.slug, profile) for ls in lessons
         }
-        hide = _hide_list(course, [Path(source), out_dir, *([Path(gradebook)] if gradebook else [])])
         cache = _cache_dir()
         results: dict[int, LessonGrade] = {}
         pending: list[tuple[int, Submission, SandboxJob]] = []
@@ -447,8 +464,11 @@ def grade_class(
                 )
                 continue
             jobdir = scratch / "jobs" / str(i)
+            jobdir.mkdir(parents=True, mode=0o711)
+            os.chmod(jobdir.parent, 0o711)
             inbox = jobdir / "inbox"
             shutil.copytree(tpl.root, inbox)
+            os.chmod(inbox, 0o700)
             copy_notebook(sub.path, inbox / "submission.ipynb")
             job = SandboxJob(
                 student=sub.student,
@@ -459,7 +479,8 @@ def grade_class(
                 limits=limits,
                 profile=profile,
                 cache_dir=str(cache) if cache else None,
-                hide=hide,
+                uid=job_uid() if os.geteuid() == 0 else -1,
+                trust=problem is not None,
             )
             pending.append((i, sub, job))
         bar = tqdm(total=len(subs), disable=not progress, desc="grading", unit="notebook")
@@ -485,7 +506,7 @@ def grade_class(
                         "seconds": elapsed,
                     }
                 else:
-                    stop_worker(proc, job)  # also ends anything left running in its account
+                    stop_worker(proc, job)  # its kernel sandboxes die with it
                     raw = read_result(
                         job, proc.returncode, Path(job.result_path).with_suffix(".log"), elapsed
                     )
@@ -501,6 +522,7 @@ def grade_class(
             lessons=lessons,
             results=[results[i] for i in sorted(results)],
             wall_seconds=time.perf_counter() - start,
+            problems=problems,
         )
         grades.isolation = sorted(set(_isolation_from_logs(scratch)))
         _write_outputs(grades, out_dir)
@@ -552,5 +574,7 @@ def _write_outputs(grades: ClassGrades, out: Path) -> None:
             nb = Path(str(grades.course.lesson(r.lesson).notebook)).stem
             path = out / "feedback" / r.student / r.lesson / f"{nb}.html"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(r.feedback_html, encoding="utf-8")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(r.feedback_html)
     os.chmod(out, 0o755)

@@ -1,35 +1,46 @@
-"""Run one learner's submission through nbgrader's autograder in an isolated worker process.
+"""Run one learner's submission through nbgrader's autograder, the learner's code in bubblewrap.
 
 Grading runs learner code, so each submission gets its own worker process
 (``labkit.course.sandbox._main(["worker"])``) that grades it in a private copy of the course and
-hands back its scores through a file only the parent can read. The learner's code itself runs in
-the notebook kernel, which the worker starts through a kernel spec of its own
-(``_main(["kernel", ...])``) so that limits apply before any learner code runs.
+hands back its scores through a file only the parent can read. The learner's code itself runs
+only in the notebook kernel, which the worker starts through a kernel spec of its own
+(``_main(["kernel", ...])``): that launcher builds a bubblewrap sandbox and the kernel starts
+inside it, with its limits set before any learner code runs.
 
 What the layers do, from the outside in:
 
-* **wall clock**: the parent kills the worker and every process of its sandbox account when
-  ``Limits.wall_seconds`` pass;
-* **namespaces** (Linux, as root or where user namespaces are allowed): the worker gets its own
-  network namespace (only a private loopback: no network), its own mount namespace in which a
-  fresh ``tmpfs`` covers ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (so other sandboxes, unpacked
-  archives and the results of other learners are out of sight) and empty ``tmpfs`` mounts cover
-  the real course's ``solutions/``, ``submitted/``, ``autograded/`` and ``feedback/`` folders, its
-  gradebook, the submissions being graded and the output folder;
-* **another account** (as root): the kernel runs as a numbered account of its own (one per
-  parallel slot), so it cannot read the sandbox gradebook or source notebook (hidden tests), write
-  anywhere but its notebook folder and private temporary space, or signal the grader;
-* **resource limits** on the kernel: CPU seconds, address space, processes and threads, file size
-  (``setrlimit``), plus a cap on the notebook output the grader keeps per cell;
-* **integrity checks**: before each graded test cell the grader asks the kernel whether builtins,
-  NumPy, PyTorch, labkit, the IPython shell or the names ``lk``/``np``/``torch`` were replaced by
-  the submission; a test cell that would run against replaced code scores zero and the reason is
-  recorded.
+* **wall clock**: the parent kills the worker's process group when ``Limits.wall_seconds``
+  pass; each kernel sandbox dies with its worker (``--die-with-parent``), and everything in it
+  with the sandbox's own PID namespace. Nothing is killed by user id, so grading runs on one
+  host never touch each other;
+* **the worker** (trusted code: nbgrader, nbconvert) gets its own network namespace (a private
+  loopback shared only with its kernel) and, as root, drops to a user id of its own, chosen per
+  job, before it starts a kernel: it never touches anything the kernel wrote with root's rights;
+* **the kernel sandbox** (bubblewrap, :func:`kernel_sandbox_argv`): new user, PID, IPC, UTS,
+  mount and cgroup namespaces, no capabilities, a new session, no further user namespaces, and a
+  seccomp filter (:func:`seccomp_filter`) that refuses ptrace, mount, keyctl, bpf, unshare,
+  setns, kexec, module loading and friends. Its file system is built from nothing: read-only
+  binds of the system libraries (``/usr``), the Python installation, the virtual environment and
+  the installed ``labkit`` package folder, the cached model files and the lesson's supporting
+  files; size-capped tmpfs mounts for ``/tmp``, ``/dev/shm`` and the learner's home and working
+  folder. The checkout (``.git``, ``solutions/``), gradebooks, other learners' work, the
+  instructor's keys and ``$HOME`` are not in it, and nothing it writes lands on the host's disk;
+* **resource limits** on the kernel: CPU seconds, address space, processes and threads, file
+  size (``setrlimit``), tmpfs sizes, and a cap on the notebook output (every message type) that
+  the grader keeps per cell;
+* **scoring** (:func:`_guarded_execute_class`, :func:`_strict_grades_class`): a test cell scores
+  only when its execute reply is ``ok`` and it produced no error output; a non-numeric
+  ``execute_result`` never scores; stderr alone (a warning) does not cost a correct cell; a cell
+  that runs past its time limit and ignores the interrupt restarts the kernel, and the points
+  earned before it are kept;
+* **integrity checks** (advisory): before each graded test cell the grader asks the kernel
+  whether builtins, NumPy, PyTorch, labkit or the IPython shell were replaced; a test cell that
+  would run against replaced code scores zero and the reason is recorded. Learner code can
+  defeat a check that runs in its own process, so this only catches the careless.
 
-Without root and without user namespaces (macOS, Windows, locked-down hosts) only the separate
-process, the private copy of the course, the resource limits (POSIX) and the integrity checks
-apply: learner code can then read and write whatever the grading account can. Grade in a
-container or as root on such hosts. :func:`isolation_support` says what the host allows.
+Where bubblewrap cannot run (macOS, Windows, hosts without user namespaces),
+:func:`sandbox_problem` says why and ``labkit grade`` refuses to grade unless told to trust the
+submissions; then only the separate processes, the resource limits and the scoring rules apply.
 """
 
 from __future__ import annotations
@@ -39,31 +50,39 @@ import ctypes
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
+import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Limits", "SandboxJob", "isolation_support", "run_sandboxed"]
+__all__ = [
+    "Limits",
+    "SandboxJob",
+    "isolation_support",
+    "kernel_sandbox_argv",
+    "run_sandboxed",
+    "sandbox_problem",
+    "seccomp_filter",
+]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
-# Environment variables a worker and its kernel may see; everything else (keys, tokens,
-# the instructor's certificate secret) is dropped.
+# Environment variables a worker may see; everything else (keys, tokens, the instructor's
+# certificate secret) is dropped. The kernel gets a fresh environment of its own.
 ENV_ALLOWED = (
     "PATH",
     "LANG",
@@ -78,6 +97,12 @@ ENV_ALLOWED = (
     "VIRTUAL_ENV",
     "PYTHONHASHSEED",
 )
+# Inside the kernel sandbox.
+SANDBOX_HOME = "/home/learner"
+SANDBOX_WORK = SANDBOX_HOME + "/work"
+SANDBOX_CONNECTION = "/run/labkit/connection.json"
+SANDBOX_COURSE = "/run/labkit/course.yml"
+SANDBOX_UID = 1000
 
 
 @dataclass(frozen=True)
@@ -98,9 +123,9 @@ class Limits:
     processes:
         Processes and threads the kernel may have at once.
     output_kb:
-        Notebook output kept per cell; the kernel is interrupted when a cell prints more.
+        Notebook output kept per cell (every message type); the cell is interrupted past it.
     file_mb:
-        Largest file the kernel may write.
+        Largest file the kernel may write, and the size of each of its tmpfs mounts.
     """
 
     cpu_seconds: int = 600
@@ -132,7 +157,12 @@ class Limits:
 
 @dataclass
 class SandboxJob:
-    """What a worker needs: the staged course, the notebook, and where to write its result."""
+    """What a worker needs: the staged course, the notebook, and where to write its result.
+
+    ``uid`` is the account the worker drops to when started as root (chosen per job, see
+    :func:`job_uid`); ``trust`` runs the kernel without bubblewrap (only with
+    ``--trust-submissions``).
+    """
 
     student: str
     lesson: str
@@ -143,12 +173,55 @@ class SandboxJob:
     slot: int = 0
     profile: str | None = None
     cache_dir: str | None = None
-    hide: list[str] = field(default_factory=list)
-    uid_base: int = 61000
+    uid: int = -1
+    trust: bool = False
+
+
+def job_uid() -> int:
+    """A user id for one job's worker: random in a range no distribution hands out, so that two
+    grading runs (or two jobs) on one host never share an account."""
+    return 0x40000000 + secrets.randbelow(0x3FFF0000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which sandbox this host offers
+
+
+def _bwrap() -> str | None:
+    return shutil.which("bwrap") or next(
+        (p for p in ("/usr/bin/bwrap", "/usr/local/bin/bwrap") if os.access(p, os.X_OK)), None
+    )
+
+
+def sandbox_problem() -> str | None:
+    """``None`` when learner code can run in a bubblewrap sandbox here, else why it cannot.
+
+    Tries a throwaway sandbox with the options the kernel gets, as the account a worker would
+    use (an unprivileged one when this process is root).
+    """
+    if not sys.platform.startswith("linux"):
+        return f"bubblewrap needs Linux (this is {sys.platform})"
+    if _bwrap() is None:
+        return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    uid = str(job_uid() if os.geteuid() == 0 else -1)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", ";".join(_ENTRY_FAST), "probe", uid],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env=_clean_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"bubblewrap could not be tried ({err})"
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        return "bubblewrap cannot start a sandbox here" + (f": {why[-1][:200]}" if why else "")
+    return None
 
 
 def isolation_support() -> dict[str, bool]:
-    """Which isolation layers this host offers (tried in a throwaway child process)."""
+    """Which isolation layers this host offers (tried in throwaway child processes)."""
     support = {"posix_limits": os.name == "posix", "root": hasattr(os, "geteuid") and os.geteuid() == 0}
     support["namespaces"] = False
     if sys.platform.startswith("linux"):
@@ -159,6 +232,8 @@ def isolation_support() -> dict[str, bool]:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False)
         support["namespaces"] = done.returncode == 0
     support["separate_account"] = support["root"]
+    support["bubblewrap"] = sandbox_problem() is None
+    support["seccomp"] = seccomp_filter() is not None
     return support
 
 
@@ -166,7 +241,7 @@ def isolation_support() -> dict[str, bool]:
 # Parent side
 
 
-def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWED}
     env.setdefault("PATH", os.defpath)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -174,31 +249,14 @@ def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     scripts = str(Path(sys.executable).parent)
     if scripts not in env["PATH"].split(os.pathsep):
         env["PATH"] = scripts + os.pathsep + env["PATH"]
-    env.update(extra)
+    env.update(extra or {})
     return env
-
-
-def _kill_account(uid: int) -> None:
-    """Kill every process running as ``uid`` (a sandbox account; only as root)."""
-    if not (hasattr(os, "geteuid") and os.geteuid() == 0) or uid <= 0:
-        return
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            for _ in range(3):
-                os.kill(-1, signal.SIGKILL)
-        except OSError:
-            pass
-        os._exit(0)
-    os.waitpid(pid, 0)
 
 
 def start_worker(job: SandboxJob, *, log_path: Path) -> subprocess.Popen[bytes]:
     """Start the worker process for ``job`` (its own process group; output to ``log_path``)."""
     payload = json.dumps({**asdict(job), "limits": asdict(job.limits)})
-    env = _clean_env({})
+    env = _clean_env()
     log = open(log_path, "wb")
     try:
         proc = subprocess.Popen(
@@ -218,12 +276,12 @@ def start_worker(job: SandboxJob, *, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def stop_worker(proc: subprocess.Popen[bytes], job: SandboxJob) -> None:
-    """Kill a worker, its process group and everything its sandbox account still runs."""
+    """Kill a worker and its process group; its kernel sandboxes die with it (and everything in
+    their PID namespaces with them)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    _kill_account(job.uid_base + job.slot)
 
 
 def run_sandboxed(job: SandboxJob, *, log_path: Path) -> dict[str, Any]:
@@ -243,15 +301,16 @@ def run_sandboxed(job: SandboxJob, *, log_path: Path) -> dict[str, Any]:
             "reason": f"stopped after {job.limits.wall_seconds} s wall-clock limit",
             "seconds": time.perf_counter() - start,
         }
-    _kill_account(job.uid_base + job.slot)
+    stop_worker(proc, job)
     return read_result(job, proc.returncode, log_path, time.perf_counter() - start)
 
 
 def read_result(job: SandboxJob, returncode: int | None, log_path: Path, seconds: float) -> dict[str, Any]:
     """The JSON a worker wrote, or an ``error`` result saying why there is none."""
-    path = Path(job.result_path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(job.result_path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            data = json.loads(fh.read(64 * 1024 * 1024).decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as err:
@@ -269,7 +328,7 @@ def read_result(job: SandboxJob, returncode: int | None, log_path: Path, seconds
 
 
 # ---------------------------------------------------------------------------------------------
-# Namespaces and mounts (Linux)
+# Namespaces and mounts of the worker (Linux)
 
 
 def _libc() -> Any:
@@ -288,10 +347,8 @@ def _unshare(*, private_user: bool) -> bool:
     if private_user:
         try:
             Path("/proc/self/setgroups").write_text("deny")
-            # A non-zero uid inside the namespace: the kernel, once started, has no capabilities
-            # there and so cannot undo the mounts below.
-            Path("/proc/self/uid_map").write_text(f"1000 {uid} 1")
-            Path("/proc/self/gid_map").write_text(f"1000 {gid} 1")
+            Path("/proc/self/uid_map").write_text(f"{SANDBOX_UID} {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"{SANDBOX_UID} {gid} 1")
         except OSError:
             return False
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
@@ -303,7 +360,6 @@ def _unshare(*, private_user: bool) -> bool:
 def _loopback_up() -> None:
     import fcntl
     import socket
-    import struct
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -314,16 +370,17 @@ def _loopback_up() -> None:
 
 def _mount_tmpfs(target: str, mode: str = "1777") -> bool:
     libc = _libc()
-    opts = f"mode={mode},size=2g".encode()
+    opts = f"mode={mode},size=64m".encode()
     return bool(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0)
 
 
 def _expose(paths: list[Path], isolated: list[str]) -> bool:
     """Make ``paths`` reachable for another account, hiding the folders above them.
 
-    A Python installed under a private home (``/root/.pyenv``) cannot be read by the kernel's
-    account. For each such path, a tmpfs covers the first folder on the way that others cannot
-    enter, and the path alone is bound back into it. Returns False when that fails.
+    A Python installed under a private home (``/root/.pyenv``) cannot be read by the worker's
+    own account. For each such path, a tmpfs covers (in the worker's mount namespace only) the
+    first folder on the way that others cannot enter, and the path alone is bound back into it.
+    Returns False when that fails.
     """
     import stat
 
@@ -352,39 +409,400 @@ def _expose(paths: list[Path], isolated: list[str]) -> bool:
     return True
 
 
-def _hold_under(paths: list[Path], folders: list[str]) -> dict[Path, int]:
-    """Open the ``paths`` that lie inside one of ``folders`` (outermost only), keyed by path."""
-    roots = [Path(f).resolve() for f in folders]
-    held: dict[Path, int] = {}
-    for path in sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts)):
-        inside = any(path.is_relative_to(r) and path != r for r in roots)
-        if inside and path.is_dir() and not any(path.is_relative_to(h) for h in held):
-            held[path] = os.open(path, os.O_RDONLY)
-    return held
+def _drop_to(uid: int) -> None:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise OSError(f"could not drop to uid {uid}")
 
 
-def _bind_back(held: dict[Path, int]) -> None:
-    """Bind each held folder (with the mounts under it) back at its path, then close it."""
-    libc = _libc()
-    for path, fd in held.items():
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            source = f"/proc/self/fd/{fd}".encode()
-            if libc.mount(source, str(path).encode(), None, MS_BIND | MS_REC, None) != 0:
-                raise OSError(f"could not bind {path} back into the sandbox's private temporary folder")
-        finally:
-            os.close(fd)
+# ---------------------------------------------------------------------------------------------
+# The kernel sandbox (bubblewrap) and its seccomp filter
 
 
-def _cover(path: str) -> bool:
-    """Hide ``path`` (a folder: empty tmpfs; a file: an empty file bound over it)."""
-    libc = _libc()
-    p = Path(path)
-    if p.is_dir():
-        return _mount_tmpfs(path, "0755")
-    if p.is_file():
-        return bool(libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None) == 0)
-    return False
+# Syscalls a notebook never needs; denied with EPERM. Numbers per architecture (asm/unistd.h).
+_DENIED_SYSCALLS = (
+    "ptrace process_vm_readv process_vm_writev mount umount2 pivot_root chroot fsopen fsconfig "
+    "fsmount fspick move_mount open_tree mount_setattr unshare setns keyctl add_key request_key "
+    "bpf perf_event_open userfaultfd kexec_load kexec_file_load init_module finit_module "
+    "delete_module reboot swapon swapoff acct quotactl name_to_handle_at open_by_handle_at "
+    "io_uring_setup io_uring_enter io_uring_register"
+).split()
+_SYSCALLS = {
+    "x86_64": (
+        0xC000003E,
+        dict(
+            ptrace=101,
+            process_vm_readv=310,
+            process_vm_writev=311,
+            mount=165,
+            umount2=166,
+            pivot_root=155,
+            chroot=161,
+            unshare=272,
+            setns=308,
+            keyctl=250,
+            add_key=248,
+            request_key=249,
+            bpf=321,
+            perf_event_open=298,
+            userfaultfd=323,
+            kexec_load=246,
+            kexec_file_load=320,
+            init_module=175,
+            finit_module=313,
+            delete_module=176,
+            reboot=169,
+            swapon=167,
+            swapoff=168,
+            acct=163,
+            quotactl=179,
+            name_to_handle_at=303,
+            open_by_handle_at=304,
+            clone=56,
+        ),
+    ),
+    "aarch64": (
+        0xC00000B7,
+        dict(
+            ptrace=117,
+            process_vm_readv=270,
+            process_vm_writev=271,
+            mount=40,
+            umount2=39,
+            pivot_root=41,
+            chroot=51,
+            unshare=97,
+            setns=268,
+            keyctl=219,
+            add_key=217,
+            request_key=218,
+            bpf=280,
+            perf_event_open=241,
+            userfaultfd=282,
+            kexec_load=104,
+            kexec_file_load=294,
+            init_module=105,
+            finit_module=273,
+            delete_module=106,
+            reboot=142,
+            swapon=224,
+            swapoff=225,
+            acct=89,
+            quotactl=60,
+            name_to_handle_at=264,
+            open_by_handle_at=265,
+            clone=220,
+        ),
+    ),
+}
+# Numbers shared by every architecture (the unified table since Linux 5.1).
+_COMMON_SYSCALLS = dict(
+    io_uring_setup=425, io_uring_enter=426, io_uring_register=427, open_tree=428, move_mount=429,
+    fsopen=430, fsconfig=431, fsmount=432, fspick=433, clone3=435, mount_setattr=442,
+)  # fmt: skip
+_CLONE_NAMESPACES = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+
+
+def seccomp_filter(machine: str | None = None) -> bytes | None:
+    """A classic-BPF seccomp program (what ``bwrap --seccomp FD`` reads) for this machine.
+
+    Denies (``EPERM``) the syscalls in ``_DENIED_SYSCALLS``, ``clone`` with any namespace flag,
+    every syscall of another ABI (32-bit x86, x32) and ``clone3`` (``ENOSYS``, so that the C
+    library falls back to ``clone``, whose flags the filter can see). ``None`` for an
+    architecture without a table.
+    """
+    import platform
+
+    arch = _SYSCALLS.get(machine or platform.machine())
+    if arch is None:
+        return None
+    audit_arch, numbers = arch
+    table = {**numbers, **_COMMON_SYSCALLS}
+    ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    prog: list[tuple[int, int, int, int]] = [
+        (ld_w_abs, 0, 0, 4),  # seccomp_data.arch
+        (jeq_k, 1, 0, audit_arch),
+        (ret_k, 0, 0, eperm),
+        (ld_w_abs, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if audit_arch == 0xC000003E:
+        prog += [(jge_k, 0, 1, 0x40000000), (ret_k, 0, 0, eperm)]  # x32 ABI
+    prog += [(jeq_k, 0, 1, table["clone3"]), (ret_k, 0, 0, enosys)]
+    # clone(flags, ...): flags in the low 32 bits of args[0] (offset 16, little-endian).
+    prog += [
+        (jeq_k, 0, 3, table["clone"]),
+        (ld_w_abs, 0, 0, 16),
+        (jset_k, 0, 1, _CLONE_NAMESPACES),
+        (ret_k, 0, 0, eperm),
+        (ld_w_abs, 0, 0, 0),
+    ]
+    for name in _DENIED_SYSCALLS:
+        prog += [(jeq_k, 0, 1, table[name]), (ret_k, 0, 0, eperm)]
+    prog.append((ret_k, 0, 0, allow))
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+def _system_binds() -> list[str]:
+    """bwrap options for the system folders Python and torch need (``/usr`` and the ``/lib*``,
+    ``/bin`` links or folders of this host) and a few files of ``/etc`` (no ``passwd``)."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
+        p = Path(name)
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), name]
+        elif p.is_dir():
+            args += ["--ro-bind", name, name]
+    etc = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "ssl", "fonts")
+    for name in (f"/etc/{e}" for e in etc):
+        if Path(name).exists():
+            args += ["--ro-bind", name, name]
+    return args
+
+
+def _labkit_package() -> Path:
+    """The installed ``labkit`` package folder (the one this file belongs to), never its parent."""
+    return Path(__file__).resolve().parents[1]
+
+
+def kernel_sandbox_argv(
+    *,
+    connection_fd: int,
+    seccomp_fd: int | None,
+    file_mb: int,
+    env: dict[str, str],
+    cache_files: dict[str, str],
+    work_files: dict[str, str],
+    command: list[str],
+    bwrap: str = "bwrap",
+    course_file: str | None = None,
+) -> list[str]:
+    """The bubblewrap command line that runs ``command`` (the kernel) in a minimal view.
+
+    ``cache_files`` and ``work_files`` map host files to their path under the sandbox's cache
+    and working folder (read-only binds into size-capped tmpfs folders). The network namespace
+    is the caller's (the worker's private one), everything else is new.
+    """
+    size = str(file_mb * 1024 * 1024)
+    python_paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.prefix)}
+    python_paths.add(Path(sys.executable).resolve().parent.parent)
+    args = [
+        bwrap,
+        "--unshare-all",
+        "--share-net",
+        "--unshare-user",
+        "--unshare-cgroup-try",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "sandbox",
+        *_system_binds(),
+    ]
+    for path in sorted(python_paths):
+        args += ["--ro-bind", str(path), str(path)]
+    package = _labkit_package()
+    args += ["--ro-bind", str(package), str(package)]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for folder in ("/tmp", "/dev/shm", "/var/tmp", SANDBOX_HOME):
+        args += ["--size", size, "--tmpfs", folder]
+    args += ["--dir", SANDBOX_WORK, "--dir", SANDBOX_HOME + "/.cache/labkit"]
+    for src, rel in sorted(cache_files.items()):
+        args += ["--ro-bind", src, f"{SANDBOX_HOME}/.cache/labkit/{rel}"]
+    for src, rel in sorted(work_files.items()):
+        args += ["--ro-bind", src, f"{SANDBOX_WORK}/{rel}"]
+    if course_file:
+        args += ["--ro-bind", course_file, SANDBOX_COURSE]
+    data = env.get("LABKIT_DATA")
+    if data and Path(data).is_dir():
+        args += ["--ro-bind", data, data]
+    args += ["--perms", "0444", "--file", str(connection_fd), SANDBOX_CONNECTION]
+    args += ["--remount-ro", "/", "--chdir", SANDBOX_WORK, "--clearenv"]
+    for key, value in sorted(env.items()):
+        args += ["--setenv", key, value]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    return [*args, "--", *command]
+
+
+def _sandbox_env(worker_env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": SANDBOX_HOME,
+        "USER": "learner",
+        "LOGNAME": "learner",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "LABKIT_CACHE": SANDBOX_HOME + "/.cache/labkit",
+        "MPLBACKEND": "agg",
+        "MPLCONFIGDIR": SANDBOX_HOME + "/.config/matplotlib",
+        "IPYTHONDIR": SANDBOX_HOME + "/.ipython",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "LABKIT_COURSE": SANDBOX_COURSE,
+    }
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LABKIT_PROFILE"):
+        if key in worker_env:
+            env[key] = worker_env[key]
+    if "VIRTUAL_ENV" in worker_env:
+        env["VIRTUAL_ENV"] = worker_env["VIRTUAL_ENV"]
+    if "LABKIT_DATA" in worker_env:
+        env["LABKIT_DATA"] = worker_env["LABKIT_DATA"]
+    return env
+
+
+def _files_under(folder: Path, *, skip_suffixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """Regular files under ``folder`` (no links followed) -> their path relative to it."""
+    found: dict[str, str] = {}
+    if not folder.is_dir():
+        return found
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            path = Path(root) / name
+            if (
+                name.startswith(".")
+                or name.endswith(skip_suffixes)
+                or path.is_symlink()
+                or not path.is_file()
+            ):
+                continue
+            found[str(path)] = str(path.relative_to(folder))
+    return found
+
+
+def _set_limit(name: str, value: int) -> None:
+    import resource
+
+    res = getattr(resource, name)
+    _, hard = resource.getrlimit(res)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(res, (value, value))
+
+
+def _kernel_main(argv: list[str]) -> None:
+    """The kernel spec's command (in the worker's account): set the limits, then exec bubblewrap
+    with the kernel inside (or, trusting the submissions, the kernel itself)."""
+    config = json.loads(Path(argv[0]).read_text())
+    rest = argv[1:]
+    connection = rest[rest.index("-f") + 1]
+    _set_limit("RLIMIT_CPU", int(config["cpu_seconds"]))
+    _set_limit("RLIMIT_AS", int(config["memory_mb"]) * 1024 * 1024)
+    _set_limit("RLIMIT_FSIZE", int(config["file_mb"]) * 1024 * 1024)
+    _set_limit("RLIMIT_CORE", 0)
+    inner = [sys.executable, "-c", ";".join(_ENTRY_FAST), "kernel-inner", str(config["processes"])]
+    if config.get("trust"):
+        os.execv(sys.executable, [*inner, *rest])
+    bwrap = str(config["bwrap"])
+    conn_fd = os.open(connection, os.O_RDONLY | os.O_NOFOLLOW)
+    seccomp = seccomp_filter()
+    seccomp_fd = None
+    if seccomp is not None:
+        seccomp_fd = os.memfd_create("labkit-seccomp", 0)
+        os.write(seccomp_fd, seccomp)
+        os.lseek(seccomp_fd, 0, os.SEEK_SET)
+    rest = [SANDBOX_CONNECTION if a == connection else a for a in rest]
+    argv_bwrap = kernel_sandbox_argv(
+        connection_fd=conn_fd,
+        seccomp_fd=seccomp_fd,
+        file_mb=int(config["file_mb"]),
+        env=_sandbox_env(os.environ),
+        cache_files=dict(config.get("cache_files", {})),
+        work_files=dict(config.get("work_files", {})),
+        command=[*inner, *rest],
+        bwrap=bwrap,
+        course_file=config.get("course_file"),
+    )
+    for fd in (conn_fd, seccomp_fd):
+        if fd is not None:
+            os.set_inheritable(fd, True)
+    os.execv(bwrap, argv_bwrap)
+
+
+def _kernel_inner(argv: list[str]) -> None:
+    """Inside the sandbox: cap the processes, then start ipykernel."""
+    processes = int(argv[0])
+    rest = argv[1:]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead
+    _set_limit("RLIMIT_NPROC", _count_own_processes() + processes)
+
+    # A process forked by learner code (a fork bomb, a multiprocessing worker) must not talk on
+    # the kernel's channels: replies from copies of the kernel would confuse the grader.
+    def mute_forked_child() -> None:
+        from jupyter_client.session import Session
+
+        Session.send = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+
+    os.register_at_fork(after_in_child=mute_forked_child)
+    from ipykernel.kernelapp import launch_new_instance
+
+    sys.argv = ["ipykernel_launcher", *rest]
+    launch_new_instance()
+
+
+def _probe(argv: list[str]) -> int:
+    """Start a throwaway kernel sandbox (as ``argv[0]``'s uid when root) that runs Python."""
+    uid = int(argv[0])
+    if uid > 0 and os.geteuid() == 0:
+        if not (_unshare(private_user=False) and _expose(_python_paths(), [])):
+            print("could not give the worker's account its own view of Python", file=sys.stderr)
+            return 1
+        _drop_to(uid)
+    bwrap = _bwrap()
+    if bwrap is None:
+        return 1
+    r, w = os.pipe()
+    os.write(w, b"{}")
+    os.close(w)
+    seccomp = seccomp_filter()
+    sfd = None
+    if seccomp is not None:
+        sfd = os.memfd_create("labkit-seccomp", 0)
+        os.write(sfd, seccomp)
+        os.lseek(sfd, 0, os.SEEK_SET)
+    argv_bwrap = kernel_sandbox_argv(
+        connection_fd=r,
+        seccomp_fd=sfd,
+        file_mb=8,
+        env=_sandbox_env({}),
+        cache_files={},
+        work_files={},
+        command=[sys.executable, "-c", f"import json; json.load(open({SANDBOX_CONNECTION!r}))"],
+        bwrap=bwrap,
+    )
+    fds = tuple(fd for fd in (r, sfd) if fd is not None)
+    done = subprocess.run(argv_bwrap, pass_fds=fds, capture_output=True, timeout=60, check=False)
+    sys.stderr.write(done.stderr.decode(errors="replace"))
+    return done.returncode
+
+
+def _python_paths() -> list[Path]:
+    return [
+        Path(sys.base_prefix),
+        Path(sys.prefix),
+        Path(sys.executable).resolve().parent,
+        _labkit_package(),
+    ]
+
+
+def _count_own_processes() -> int:
+    uid = os.getuid()
+    count = 0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    count += len(list((entry / "task").iterdir()))
+    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,20 +810,41 @@ def _cover(path: str) -> bool:
 
 
 _EVENTS: list[str] = []
-_SYSTEM_TMP = tempfile.gettempdir()
-# How workers and kernels start (not ``-m``: the package already imports this module).
+# Per graded cell: the status of the kernel's execute reply ("ok", "error", "aborted", or
+# "none" when no reply came), filled in by the guarded Execute and read by the strict scorer.
+_REPLIES: dict[str, str] = {}
+# How workers start (not ``-m``: the package already imports this module).
 _ENTRY = "import sys; from labkit.course.sandbox import _main; sys.exit(_main(sys.argv[1:]))"
+# How kernels start: this file alone, without importing labkit (and torch) in the launcher.
+_ENTRY_FAST = [
+    "import importlib.util as u, sys",
+    f"s = u.spec_from_file_location('labkit_sandbox_launcher', {str(Path(__file__).resolve())!r})",
+    "m = u.module_from_spec(s)",
+    "sys.modules[s.name] = m",
+    "s.loader.exec_module(m)",
+    "sys.exit(m._main(sys.argv[1:]))",
+]
 
 
-def _guarded_execute_class(output_bytes: int) -> type:
-    """nbgrader's Execute preprocessor with integrity checks, an output cap and kernel-death handling."""
+def _error_output(ename: str, evalue: str) -> Any:
+    from nbformat.notebooknode import NotebookNode
+
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> type:
+    """nbgrader's Execute preprocessor with the integrity checks, an output cap over every message
+    type, the execute reply of each graded cell recorded for the scorer, and timeouts that
+    restart a kernel which does not stop when interrupted."""
+    from queue import Empty
+
     from nbclient.exceptions import DeadKernelError
-    from nbclient.util import run_sync
+    from nbclient.util import ensure_async, run_sync
     from nbformat.notebooknode import NotebookNode
     from nbgrader.preprocessors import Execute
 
-    def error_output(ename: str, evalue: str) -> NotebookNode:
-        return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+    class KernelStuck(Exception):
+        """The cell ran past its time limit and the kernel did not answer the interrupt."""
 
     class GuardedExecute(Execute):
         _snapshot_taken = False
@@ -435,6 +874,35 @@ def _guarded_execute_class(output_bytes: int) -> type:
             text = value.get("data", {}).get("text/plain", "")
             return None if text in ("''", '""') else text.strip("'\"")
 
+        async def _async_handle_timeout(
+            self, timeout: int, cell: NotebookNode | None = None
+        ) -> dict[str, Any] | None:
+            # Interrupt, then wait a little for the cell's real reply; a kernel that ignores the
+            # interrupt (a learner's SIGINT handler) is restarted instead of blocking every cell after.
+            await ensure_async(self.km.interrupt_kernel())
+            end = time.monotonic() + restart_grace
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    msg: dict[str, Any] = await ensure_async(self.kc.shell_channel.get_msg(timeout=left))
+                except Empty:
+                    break
+                if msg.get("msg_type") == "execute_reply":
+                    return msg
+            raise KernelStuck()
+
+        async def _restart(self) -> None:
+            await ensure_async(self.km.restart_kernel(now=True))
+            await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
+            self._snapshot_taken = False
+
+        async def _check_raise_for_error(
+            self, cell: NotebookNode, cell_index: int, exec_reply: dict[str, Any] | None
+        ) -> None:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id:
+                _REPLIES[grade_id] = str((exec_reply or {}).get("content", {}).get("status", "none"))
+            await super()._check_raise_for_error(cell, cell_index, exec_reply)
+
         async def async_execute_cell(
             self,
             cell: NotebookNode,
@@ -446,8 +914,9 @@ def _guarded_execute_class(output_bytes: int) -> type:
                 return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             meta = cell.metadata.get("nbgrader", {})
             grade_id = meta.get("grade_id", f"cell {cell_index}")
+            _REPLIES.pop(grade_id, None)
             if self._dead:
-                cell.outputs = [error_output("KernelDied", "not run: the kernel stopped earlier")]
+                cell.outputs = [_error_output("KernelDied", "not run: the kernel stopped earlier")]
                 return cell
             try:
                 if not self._snapshot_taken:
@@ -461,189 +930,262 @@ def _guarded_execute_class(output_bytes: int) -> type:
                         _EVENTS.append(f"tampering detected before {grade_id}: {found}")
                 if is_test and self._tampered is not None:
                     cell.outputs = [
-                        error_output("IntegrityError", f"not run: the submission replaced {self._tampered}")
+                        _error_output("IntegrityError", f"not run: the submission replaced {self._tampered}")
                     ]
                     return cell
                 self._out_bytes = 0
                 self._interrupted = False
-                result: NotebookNode = await super().async_execute_cell(
-                    cell, cell_index, execution_count, store_history
-                )
+                try:
+                    result: NotebookNode = await super().async_execute_cell(
+                        cell, cell_index, execution_count, store_history
+                    )
+                except KernelStuck:
+                    _EVENTS.append(
+                        f"{grade_id}: over the {self.timeout} s cell time limit and deaf to the interrupt; "
+                        "the kernel was restarted (later cells ran in a fresh kernel)"
+                    )
+                    cell.outputs.append(
+                        _error_output("CellTimeoutError", f"stopped after {self.timeout} s; kernel restarted")
+                    )
+                    await self._restart()
+                    return cell
                 if self._interrupted:
                     _EVENTS.append(f"{grade_id}: output over {output_bytes // 1024} KiB, cell interrupted")
                     cell.outputs.append(
-                        error_output("OutputLimitExceeded", f"more than {output_bytes // 1024} KiB of output")
+                        _error_output(
+                            "OutputLimitExceeded", f"more than {output_bytes // 1024} KiB of output"
+                        )
                     )
                 return result
             except DeadKernelError:
                 self._dead = True
                 _EVENTS.append(f"kernel stopped in {grade_id} (CPU-time, memory or process limit)")
-                cell.outputs = [error_output("KernelDied", "the kernel stopped (a resource limit was hit)")]
+                cell.outputs = [_error_output("KernelDied", "the kernel stopped (a resource limit was hit)")]
                 return cell
 
         # nbclient binds its synchronous wrapper to the base class's coroutine: rebind it.
         execute_cell = run_sync(async_execute_cell)
 
-        def output(
-            self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+        def process_message(
+            self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
         ) -> NotebookNode | None:
-            self._out_bytes += len(json.dumps(msg.get("content", {}), default=str))
-            if self._out_bytes > output_bytes:
-                if not self._interrupted:
-                    self._interrupted = True
-                    import asyncio
+            # Every message that can add or change output counts (streams, display_data,
+            # update_display_data, execute_result, errors, comm messages).
+            if msg.get("msg_type") not in ("status", "execute_input"):
+                self._out_bytes += len(json.dumps(msg.get("content", {}), default=str))
+                if self._out_bytes > output_bytes:
+                    if not self._interrupted:
+                        self._interrupted = True
+                        import asyncio
 
-                    self._interrupt_task = asyncio.ensure_future(self.km.interrupt_kernel())
-                return None
-            out: NotebookNode | None = super().output(outs, msg, display_id, cell_index)
+                        self._interrupt_task = asyncio.ensure_future(self.km.interrupt_kernel())
+                    return None
+            out: NotebookNode | None = super().process_message(msg, cell, cell_index)
             return out
 
     return GuardedExecute
 
 
-def _short_tracebacks_class() -> type:
-    """A feedback preprocessor that keeps only the last line of errors in test cells.
+def _strict_score(cell: Any, reply: str | None) -> float:
+    """Points of an autograded test cell, decided by the grader, not by what the cell printed.
 
-    Traceback context lines would quote the hidden tests next to the failing line.
+    Full points only when the kernel's execute reply was ``ok`` and no error output was
+    recorded, whatever else the cell showed: output on stderr (a warning from correct code)
+    costs nothing, and an ``execute_result`` that is not a number (a learner's
+    ``sys.displayhook('x')``) neither scores nor costs, unlike nbgrader, which gives full
+    points for the first non-numeric result even when an error follows. A number is partial
+    credit (clipped to the cell's points) only when the test cell itself ends in an expression
+    (the instructor asking for partial credit) and is the cell's only result.
+    """
+    import ast
+    import math
+
+    top = float(cell.metadata["nbgrader"]["points"])
+    if reply != "ok":
+        return 0.0
+    outputs = list(cell.get("outputs", []))
+    if any(o.get("output_type") == "error" for o in outputs):
+        return 0.0
+    results = [o for o in outputs if o.get("output_type") == "execute_result"]
+    numbers = [v for v in (_as_number(o) for o in results) if v is not None]
+    if not numbers:
+        return top  # no result, or values that are not numbers: they neither score nor cost
+    try:
+        body = ast.parse(cell.source).body
+        asks_partial = bool(body) and isinstance(body[-1], ast.Expr)
+    except SyntaxError:
+        asks_partial = False
+    if not asks_partial:
+        return top  # a number the test cell does not compute (a learner's displayhook) is ignored
+    if len(results) != 1 or len(numbers) != 1 or not math.isfinite(numbers[0]):
+        return 0.0  # more than one result from a partial-credit cell: not the instructor's
+    return min(max(numbers[0], 0.0), top)
+
+
+def _as_number(output: Any) -> float | None:
+    text = output.get("data", {}).get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else str(text)
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def _strict_grades_class() -> type:
+    """nbgrader's SaveAutoGrades with :func:`_strict_score` for autograded test cells."""
+    from nbgrader import utils
+    from nbgrader.preprocessors import SaveAutoGrades
+
+    class StrictSaveAutoGrades(SaveAutoGrades):
+        def _add_score(self, cell: Any, resources: Any) -> None:
+            grade_id = cell.metadata["nbgrader"]["grade_id"]
+            grade = self.gradebook.find_grade(grade_id, self.notebook_id, self.assignment_id, self.student_id)
+            if cell.cell_type == "code" and not utils.is_solution(cell):
+                grade.auto_score = _strict_score(cell, _REPLIES.get(grade_id))
+            else:
+                grade.auto_score, _ = utils.determine_grade(cell, self.log)
+            grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
+            self.gradebook.db.commit()
+
+    return StrictSaveAutoGrades
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _test_feedback_class() -> type:
+    """A feedback preprocessor (before ClearHiddenTests) for autograded test cells.
+
+    A test cell with hidden tests shows no output at all (what hidden code printed is hidden
+    too) and, when it failed, one line: the error's name and message when the failing line is in
+    the visible part, only its name when it is in the hidden part. Other test cells keep their
+    output with errors cut to ``name: message`` (traceback context would quote test code).
     """
     from nbconvert.preprocessors import Preprocessor
+    from nbformat.notebooknode import NotebookNode
 
-    class ShortTracebacks(Preprocessor):
+    class TestFeedback(Preprocessor):
         def preprocess_cell(self, cell: Any, resources: Any, index: int) -> tuple[Any, Any]:
             meta = cell.metadata.get("nbgrader", {})
-            if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
-                for out in cell.get("outputs", []):
-                    if out.get("output_type") == "error":
-                        out["traceback"] = [f"{out.get('ename')}: {out.get('evalue')}"]
+            if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+                return cell, resources
+            lines = cell.source.splitlines()
+            hidden = next((i + 1 for i, ln in enumerate(lines) if "BEGIN HIDDEN TESTS" in ln), None)
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            if hidden is None:
+                for out in errors:
+                    out["traceback"] = [f"{out.get('ename')}: {out.get('evalue')}"]
+                return cell, resources
+            cell.outputs = []
+            if errors:
+                err = errors[0]
+                where = re.findall(
+                    rf"Cell In\[{cell.get('execution_count')}\], line (\d+)",
+                    _ANSI.sub("", "\n".join(err.get("traceback", []))),
+                )
+                visible = bool(where) and int(where[-1]) < hidden
+                ename = str(err.get("ename", "Error"))
+                text = f"{ename}: {err.get('evalue', '')}" if visible else f"{ename} in a hidden test"
+                cell.outputs = [NotebookNode(output_type="error", ename=ename, evalue="", traceback=[text])]
             return cell, resources
 
-    return ShortTracebacks
+    return TestFeedback
 
 
-def _write_kernelspec(root: Path, config: Path) -> Path:
-    spec_dir = root / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [
-            sys.executable,
-            "-c",
-            _ENTRY,
-            "kernel",
-            str(config),
-            "-f",
-            "{connection_file}",
-        ],
-        "display_name": "Python 3 (sandboxed)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return root / "jupyter"
+def _read_nofollow(path: Path, limit: int) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(limit).decode("utf-8", errors="replace")
 
 
-def _copy_from_fd(fd: int, dest: Path) -> None:
-    shutil.copytree(f"/proc/self/fd/{fd}", dest, symlinks=False)
+def _prepare(job: SandboxJob, isolated: list[str]) -> Path:
+    """Isolate the worker and give it a private copy of the course; returns that folder's parent.
+
+    As root: new network and mount namespaces, Python made reachable for the job's account, the
+    copy made and handed over, then root is dropped for good. Otherwise: a user namespace with
+    its own network. The kernel shares that private network (only loopback, only this job).
+    """
+    jobdir = Path(job.inbox).parent
+    base = jobdir / "work"
+    as_root = os.geteuid() == 0
+    if as_root:
+        if not _unshare(private_user=False):
+            raise OSError("could not enter a private network and mount namespace")
+        isolated += ["namespaces", "no-network"]
+        if job.uid > 0 and not _expose(_python_paths(), isolated):
+            raise OSError("could not make Python reachable for the worker's account")
+    elif _unshare(private_user=True):
+        isolated += ["namespaces", "no-network"]
+    os.mkdir(base, 0o700)
+    os.mkdir(base / "home", 0o700)
+    os.environ["HOME"] = str(base / "home")
+    shutil.copytree(job.inbox, base / "course", symlinks=False)
+    cache = base / "cache"
+    if job.cache_dir and Path(job.cache_dir).is_dir():
+        shutil.copytree(
+            job.cache_dir, cache, symlinks=False, ignore=shutil.ignore_patterns("*.lock", "*.tmp*")
+        )
+    else:
+        cache.mkdir()
+    if as_root and job.uid > 0:
+        for root, dirs, files in os.walk(base):
+            for name in (*dirs, *files):
+                os.chown(os.path.join(root, name), job.uid, job.uid, follow_symlinks=False)
+        os.chown(base, job.uid, job.uid)
+        _drop_to(job.uid)
+        isolated.append("worker-own-account")
+    return base
 
 
-def _grade(job: SandboxJob, isolated: list[str]) -> dict[str, Any]:
-    """Grade inside the (already isolated) worker. Returns the result dictionary."""
+def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
+    """Grade inside the (already isolated, unprivileged) worker. Returns the result dictionary."""
     from nbgrader.api import Gradebook
-    from nbgrader.preprocessors import (
-        AssignLatePenalties,
-        CheckCellMetadata,
-        IgnorePattern,
-        LimitOutput,
-        SaveAutoGrades,
-    )
+    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput
 
     from labkit.course.manifest import load_course
     from labkit.course.nbgrader_setup import nbgrader_config
 
     t0 = time.perf_counter()
     limits = job.limits
-    as_root = os.geteuid() == 0
-    kernel_uid = job.uid_base + job.slot if as_root and "namespaces" in isolated else -1
-    inbox_fd = os.open(job.inbox, os.O_RDONLY)
-    cache_fd = os.open(job.cache_dir, os.O_RDONLY) if job.cache_dir and Path(job.cache_dir).is_dir() else -1
-    if "namespaces" in isolated:
-        for path in job.hide:
-            if Path(path).exists() and _cover(path):
-                isolated.append(f"hidden:{path}")
-        import labkit
-
-        needed = [
-            Path(sys.base_prefix),
-            Path(sys.prefix),
-            Path(sys.executable).resolve().parent,
-            Path(labkit.__file__).resolve().parent.parent,
-        ]
-        tmps = [tmp for tmp in (_SYSTEM_TMP, "/var/tmp", "/dev/shm") if Path(tmp).is_dir()]
-        # Python, the course or labkit may live under a temporary folder (a checkout in /tmp):
-        # hold them open so they can be bound back into the private tmpfs that covers it.
-        held = _hold_under(needed, tmps)
-        for tmp in tmps:
-            if _mount_tmpfs(tmp):
-                isolated.append(f"private:{tmp}")
-        _bind_back(held)
-        if not _expose(needed, isolated):
-            kernel_uid = -1  # the kernel could not import Python: keep the grader's account
-        if f"private:{_SYSTEM_TMP}" in isolated:
-            base = Path(_SYSTEM_TMP) / "labkit-sandbox"
-        else:
-            base = Path(tempfile.mkdtemp(prefix="labkit-sandbox-"))
-    else:
-        base = Path(tempfile.mkdtemp(prefix="labkit-sandbox-"))
-    if kernel_uid > 0:
-        isolated.append("separate-account")
-    base.mkdir(parents=True, exist_ok=True)
-    os.chmod(base, 0o755)
     course_root = base / "course"
-    _copy_from_fd(inbox_fd, course_root)
-    os.close(inbox_fd)
     home = base / "home"
-    home.mkdir()
-    cache = base / "cache"
-    if cache_fd >= 0:
-        _copy_from_fd(cache_fd, cache)
-        os.close(cache_fd)
-        for lock in cache.rglob("*.lock"):
-            lock.unlink()
-    else:
-        cache.mkdir()
-    if kernel_uid > 0:
-        for owned in (home, cache, *home.rglob("*"), *cache.rglob("*")):
-            os.chown(owned, kernel_uid, kernel_uid)
     submission = course_root / "submission.ipynb"
     course = load_course(course_root / "course.yml")
     lesson = course.lesson(job.lesson)
     target = course_root / "submitted" / job.student / lesson.slug / str(lesson.notebook)
     target.parent.mkdir(parents=True)
     shutil.move(str(submission), target)
-    os.chmod(course_root, 0o755)
-    for private in ("solutions", "lessons", "submitted"):
-        os.chmod(course_root / private, 0o700)
-    os.chmod(course_root / "gradebook.db", 0o600)
 
+    bwrap = None if job.trust else _bwrap()
+    if not job.trust and (bwrap is None or "no-network" not in isolated):
+        raise OSError("no bubblewrap sandbox for the kernel here (grade with trust only on your own work)")
+    isolated.append("kernel-sandbox" if bwrap else "kernel-unsandboxed")
+    if bwrap and seccomp_filter() is not None:
+        isolated.append("seccomp")
     kernel_config = base / "kernel.json"
     kernel_config.write_text(
         json.dumps(
             {
-                "uid": kernel_uid,
-                "home": str(home),
+                "trust": job.trust,
+                "bwrap": bwrap,
                 "cpu_seconds": limits.cpu_seconds,
                 "memory_mb": limits.memory_mb,
                 "processes": limits.processes,
                 "file_mb": limits.file_mb,
+                "course_file": str(course_root / "course.yml"),
+                "cache_files": _files_under(base / "cache", skip_suffixes=(".lock",)),
+                "work_files": _files_under(course_root / "lessons" / lesson.slug, skip_suffixes=(".ipynb",)),
             }
         )
     )
     runtime = base / "runtime"
-    runtime.mkdir(mode=0o711)
+    runtime.mkdir(mode=0o700)
     os.environ["JUPYTER_PATH"] = str(_write_kernelspec(base, kernel_config))
     os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
     os.environ["JUPYTER_CONFIG_DIR"] = str(base / "jupyter-config")
     os.environ["JUPYTER_DATA_DIR"] = str(base / "jupyter-data")
     os.environ["HOME"] = str(home)
-    os.environ["LABKIT_CACHE"] = str(cache)
+    os.environ["LABKIT_CACHE"] = str(base / "cache")
     os.environ["LABKIT_COURSE"] = str(course_root / "course.yml")
     os.environ["MPLCONFIGDIR"] = str(home / ".matplotlib")
     os.environ["MPLBACKEND"] = "agg"
@@ -653,16 +1195,20 @@ def _grade(job: SandboxJob, isolated: list[str]) -> dict[str, Any]:
     cfg = nbgrader_config(course, root=course_root, db_path=course_root / "gradebook.db", profile=job.profile)
     if limits.cell_seconds is not None:
         cfg.Execute.timeout = limits.cell_seconds
-    guarded = _guarded_execute_class(limits.output_kb * 1024)
     cfg.Autograde.autograde_preprocessors = [
-        guarded,
+        _guarded_execute_class(limits.output_kb * 1024),
         IgnorePattern,
         LimitOutput,
-        SaveAutoGrades,
+        _strict_grades_class(),
         AssignLatePenalties,
         CheckCellMetadata,
     ]
-    cfg.GenerateFeedback.preprocessors = [*cfg.GenerateFeedback.preprocessors, _short_tracebacks_class()]
+    feedback = list(cfg.GenerateFeedback.preprocessors)
+    feedback.insert(feedback.index("nbgrader.preprocessors.ClearHiddenTests"), _test_feedback_class())
+    cfg.GenerateFeedback.preprocessors = feedback
+    # Learner HTML (markdown cells, rich outputs) is cleaned by nbconvert (bleach): formgrader
+    # shows the feedback on the instructor's origin.
+    cfg.HTMLExporter.sanitize_html = True
     api = NbGraderAPI(config=cfg)
     timings = {"setup": time.perf_counter() - t0}
     done = api.autograde(lesson.slug, job.student, force=True)
@@ -683,8 +1229,10 @@ def _grade(job: SandboxJob, isolated: list[str]) -> dict[str, Any]:
         html = (
             course_root / "feedback" / job.student / lesson.slug / (Path(str(lesson.notebook)).stem + ".html")
         )
-        if html.is_file():
-            feedback_html = html.read_text(encoding="utf-8", errors="replace")
+        with contextlib.suppress(OSError):
+            feedback_html = _read_nofollow(html, 32 * 1024 * 1024)
+        if not feedback_html:
+            _EVENTS.append("feedback could not be read")
     else:
         _EVENTS.append("feedback could not be generated")
     cells: list[dict[str, Any]] = []
@@ -713,6 +1261,28 @@ def _grade(job: SandboxJob, isolated: list[str]) -> dict[str, Any]:
     }
 
 
+def _write_kernelspec(root: Path, config: Path) -> Path:
+    spec_dir = root / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [
+            sys.executable,
+            "-c",
+            ";".join(_ENTRY_FAST),
+            "kernel",
+            str(config),
+            "-f",
+            "{connection_file}",
+        ],
+        "display_name": "Python 3 (sandboxed)",
+        "language": "python",
+        # bubblewrap does not pass SIGINT on: interrupt through the control channel.
+        "interrupt_mode": "message",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return root / "jupyter"
+
+
 def _autograde_failure(log: str) -> str:
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     for key in ("NotJSONError", "JSONDecodeError", "Notebook does not appear to be JSON", "Unreadable"):
@@ -733,7 +1303,7 @@ def _cell_errors(path: Path) -> dict[str, str]:
 
     found: dict[str, str] = {}
     try:
-        nb = nbformat.read(path, as_version=4)
+        nb = nbformat.reads(_read_nofollow(path, 256 * 1024 * 1024), as_version=4)
     except (OSError, ValueError):
         return found
     for cell in nb.cells:
@@ -751,16 +1321,16 @@ def _worker_main() -> int:
     raw = json.loads(sys.stdin.read())
     raw["limits"] = Limits(**raw["limits"])
     job = SandboxJob(**raw)
-    # The result file is opened before anything is hidden, then written at the very end. It is
-    # not inherited by the kernel (close-on-exec) and its folder is out of the kernel's sight.
-    fd = os.open(job.result_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # The result file is created (never followed, never reused) before anything else, then
+    # written at the very end through this descriptor. The kernel never inherits it.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(job.result_path, flags, 0o600)
     start = time.perf_counter()
     isolated: list[str] = ["process"]
     try:
         _set_limit("RLIMIT_CORE", 0)
-        if _unshare(private_user=os.geteuid() != 0):
-            isolated += ["namespaces", "no-network"]
-        result = _grade(job, isolated)
+        base = _prepare(job, isolated)
+        result = _grade(job, isolated, base)
     except Exception as err:  # a failure to grade is a result, not a crash of the class
         result = {
             "status": "error",
@@ -771,72 +1341,6 @@ def _worker_main() -> int:
     os.write(fd, json.dumps(result).encode())
     os.close(fd)
     return 0
-
-
-def _set_limit(name: str, value: int) -> None:
-    import resource
-
-    res = getattr(resource, name)
-    _, hard = resource.getrlimit(res)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(res, (value, value))
-
-
-def _count_own_processes() -> int:
-    uid = os.getuid()
-    count = 0
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == uid:
-                    count += len(list((entry / "task").iterdir()))
-    return count
-
-
-def _kernel_main(argv: list[str]) -> None:
-    """Apply the limits, drop to the sandbox account, then start ipykernel."""
-    config = json.loads(Path(argv[0]).read_text())
-    rest = argv[1:]
-    uid = int(config["uid"])
-    home = config["home"]
-    os.environ.update(
-        {
-            "HOME": home,
-            "IPYTHONDIR": os.path.join(home, ".ipython"),
-            "MPLCONFIGDIR": os.path.join(home, ".mpl"),
-        }
-    )
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead
-    _set_limit("RLIMIT_CPU", int(config["cpu_seconds"]))
-    _set_limit("RLIMIT_AS", int(config["memory_mb"]) * 1024 * 1024)
-    _set_limit("RLIMIT_FSIZE", int(config["file_mb"]) * 1024 * 1024)
-    _set_limit("RLIMIT_CORE", 0)
-    if uid > 0:
-        connection = rest[rest.index("-f") + 1]
-        os.chown(connection, uid, uid)
-        with contextlib.suppress(OSError):
-            os.chown(os.getcwd(), uid, uid)
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-        _set_limit("RLIMIT_NPROC", int(config["processes"]))
-    else:
-        _set_limit("RLIMIT_NPROC", _count_own_processes() + int(config["processes"]))
-
-    # A process forked by learner code (a fork bomb, a multiprocessing worker) must not talk on
-    # the kernel's channels: replies from copies of the kernel would confuse the grader.
-    def mute_forked_child() -> None:
-        from jupyter_client.session import Session
-
-        Session.send = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
-
-    os.register_at_fork(after_in_child=mute_forked_child)
-    from ipykernel.kernelapp import launch_new_instance
-
-    sys.argv = ["ipykernel_launcher", *rest]
-    launch_new_instance()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -949,11 +1453,76 @@ def _integrity(shell: Any, snapshot: bool = False) -> str:
     return ", ".join(sorted(set(changed))[:5])
 
 
+def _unzip_main(argv: list[str]) -> int:
+    """Unpack the notebooks of a zip of submissions (run with limits, see ``submissions._extract``).
+
+    Prints ``{"skipped": [[member, reason], ...]}`` or ``{"error": reason}`` as JSON.
+    """
+    import zipfile
+
+    archive, dest = argv[0], Path(argv[1])
+    member_cap, total_cap, ratio_cap = int(argv[2]), int(argv[3]), int(argv[4])
+    _set_limit("RLIMIT_AS", 1024**3)
+    _set_limit("RLIMIT_FSIZE", member_cap + 1)
+    _set_limit("RLIMIT_CPU", 120)
+    _set_limit("RLIMIT_CORE", 0)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    skipped: list[tuple[str, str]] = []
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = []
+            for info in zf.infolist():
+                name = info.filename.replace("\\", "/")
+                parts = Path(name).parts
+                if name.startswith("/") or ".." in parts or any(":" in p for p in parts[:1]):
+                    print(json.dumps({"error": f"unsafe path {info.filename!r} in the archive"}))
+                    return 0
+                if info.is_dir() or not name.endswith(".ipynb"):
+                    continue  # only notebooks are graded
+                if info.file_size > member_cap:
+                    skipped.append((name, f"more than {member_cap >> 20} MiB once unpacked; not graded"))
+                elif info.file_size > ratio_cap * max(info.compress_size, 1) and info.file_size > 1 << 20:
+                    ratio = info.file_size // max(info.compress_size, 1)
+                    skipped.append((name, f"compressed {ratio}:1 (an archive bomb?); not graded"))
+                else:
+                    members.append((name, info))
+            if sum(info.file_size for _, info in members) > total_cap:
+                print(json.dumps({"error": f"more than {total_cap >> 20} MiB of notebooks once unpacked"}))
+                return 0
+            for name, info in members:
+                out = dest / name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                written = 0
+                with zf.open(info) as fh, open(out, "xb") as sink:
+                    while chunk := fh.read(1 << 20):
+                        written += len(chunk)
+                        if written > min(info.file_size, member_cap):
+                            raise ValueError(f"{name} unpacks to more than its stated size")
+                        sink.write(chunk)
+    except zipfile.BadZipFile as err:
+        print(json.dumps({"error": f"not a zip archive ({err})"}))
+        return 0
+    except (OSError, ValueError, MemoryError, EOFError, zipfile.LargeZipFile) as err:
+        print(json.dumps({"error": f"could not be unpacked ({type(err).__name__}: {err})"}))
+        return 0
+    print(json.dumps({"skipped": skipped}))
+    return 0
+
+
 def _main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("worker", "kernel"):
-        raise SystemExit("expected 'worker' or 'kernel CONFIG -f CONNECTION_FILE'")
+    if not argv:
+        raise SystemExit("expected 'worker', 'probe UID', 'unzip ...' or 'kernel CONFIG -f CONNECTION_FILE'")
+    if argv[0] == "unzip":
+        return _unzip_main(argv[1:])
+    if argv[0] not in ("worker", "kernel", "kernel-inner", "probe"):
+        raise SystemExit("expected 'worker', 'probe UID' or 'kernel CONFIG -f CONNECTION_FILE'")
     if argv[0] == "worker":
         return _worker_main()
+    if argv[0] == "probe":
+        return _probe(argv[1:])
+    if argv[0] == "kernel-inner":
+        _kernel_inner(argv[1:])
+        return 0
     _kernel_main(argv[1:])
     return 0
 
