@@ -23,13 +23,14 @@ UV := $(BIN)/uv
 UV_SYNC_ARGS := --locked --extra test --extra peers --extra hub
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
-.PHONY: help install lock lab lessons test lint format unit notebooks grading grader-deps browser browser-deps cert-fonts bench clean
+.PHONY: help install lock lab lessons test lint format unit notebooks grading grader-deps browser browser-deps hub hub-deps hub-test cert-fonts bench clean
 
 help:
 	@echo "make lab    set up (venv, install, learner notebooks) and start JupyterLab on lessons/"
 	@echo "make test   set up and run every check: lint, types, unit tests, notebooks, autograding"
 	@echo "make lint   ruff (lint and format check), mypy, notebooks stored without outputs"
 	@echo "make browser  JupyterLab in headless Chromium: lessons, nbgrader panel, lesson 00 runs"
+	@echo "make hub    (root) a workshop on this machine: JupyterHub, accounts, nbgrader exchange"
 	@echo "make lock   refresh uv.lock on purpose (then make test)"
 	@echo "make bench  run the benchmarks in benchmarks/"
 
@@ -100,7 +101,7 @@ grader-deps:
 
 unit: $(STAMP) cert-fonts grader-deps
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile \
-		--doctest-modules labkit tests -m "not slow and not browser" $(PYTEST_ARGS)
+		--doctest-modules labkit tests -m "not slow and not browser and not hub" $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 \
@@ -127,9 +128,31 @@ browser: $(STAMP) browser-deps
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/python -m pytest -q -rs -m browser -p no:cacheprovider \
 		tests/test_browser.py $(PYTEST_ARGS)
 
+# A workshop on one machine (README, "Workshops"): JupyterHub's proxy from npm, pinned by
+# deploy/hub/package-lock.json, goes into .cache/node; `make hub` (as root) creates the accounts,
+# the instructor's course, the exchange and the shared model cache under HUB_DIR and runs the hub.
+HUB_DIR ?= /srv/mhl-hub
+HUB_ARGS ?= --learners 3
+hub-deps:
+	@if [ ! -x .cache/node/node_modules/.bin/configurable-http-proxy ] && command -v npm >/dev/null; then \
+		echo "installing configurable-http-proxy (npm, deploy/hub/package-lock.json) into .cache/node"; \
+		mkdir -p .cache/node && cp deploy/hub/package.json deploy/hub/package-lock.json .cache/node/ \
+			&& npm ci --prefix .cache/node --no-audit --no-fund --loglevel=error >/dev/null \
+			|| echo "could not install JupyterHub's proxy: the hub test will be skipped"; \
+	fi
+
+hub: $(STAMP) hub-deps
+	$(BIN)/python -m labkit.course.hub up --hub-dir $(HUB_DIR) $(HUB_ARGS)
+
+# The workshop round trip in headless Chromium (tests/test_hub.py): root, Chromium and the proxy,
+# else skipped with the reason.
+hub-test: $(STAMP) browser-deps hub-deps
+	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/python -m pytest -q -rs -m hub -p no:cacheprovider \
+		tests/test_hub.py $(PYTEST_ARGS)
+
 test: lint
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci $(BIN)/labkit pretrain --quiet
-	@$(MAKE) --no-print-directory unit notebooks grading browser
+	@$(MAKE) --no-print-directory unit notebooks grading browser hub-test
 
 bench: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) $(BIN)/python benchmarks/run.py

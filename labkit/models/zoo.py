@@ -141,10 +141,21 @@ def _recipe(name: str) -> Recipe:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock so parallel workers train a model only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Hold an exclusive lock so parallel workers train a model only once.
+
+    A shared read-only cache (a workshop hub's, pretrained once by the instructor) cannot hold a
+    lock file; weights already there are only read, so they load without one.
+    """
     lock = path.with_suffix(".lock")
-    with open(lock, "w") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError:
+        if path.exists():
+            yield
+            return
+        raise
+    with handle:
         try:
             import fcntl
 
