@@ -32,6 +32,7 @@ from labkit.course.sandbox import (
     sandbox_problem,
     start_worker,
     stop_worker,
+    worker_exited,
 )
 from labkit.course.submissions import (
     LAYOUTS,
@@ -496,17 +497,17 @@ def grade_class(
             time.sleep(0.2)
             for slot, (i, sub, job, proc, t0) in list(running.items()):
                 elapsed = time.perf_counter() - t0
-                if proc.poll() is None and elapsed < limits.wall_seconds:
+                finished = worker_exited(proc)  # not reaped yet: its group id is still its own
+                if not finished and elapsed < limits.wall_seconds:
                     continue
-                if proc.returncode is None:
-                    stop_worker(proc, job)
+                stop_worker(proc, job)  # kills what is left of its process group, then reaps it
+                if not finished:
                     raw: dict[str, Any] = {
                         "status": "error",
                         "reason": f"stopped after the {limits.wall_seconds} s wall-clock limit",
                         "seconds": elapsed,
                     }
                 else:
-                    stop_worker(proc, job)  # its kernel sandboxes die with it
                     raw = read_result(
                         job, proc.returncode, Path(job.result_path).with_suffix(".log"), elapsed
                     )

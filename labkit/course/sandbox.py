@@ -70,6 +70,8 @@ __all__ = [
     "run_sandboxed",
     "sandbox_problem",
     "seccomp_filter",
+    "stop_worker",
+    "worker_exited",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -275,11 +277,28 @@ def start_worker(job: SandboxJob, *, log_path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def worker_exited(proc: subprocess.Popen[bytes]) -> bool:
+    """True once the worker has exited, without reaping it: while it is a zombie its process
+    group id cannot be handed to another process, so :func:`stop_worker` kills only its own."""
+    if proc.returncode is not None:
+        return True
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
 def stop_worker(proc: subprocess.Popen[bytes], job: SandboxJob) -> None:
-    """Kill a worker and its process group; its kernel sandboxes die with it (and everything in
-    their PID namespaces with them)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    """Kill a worker's process group, then reap the worker; its kernel sandboxes die with it
+    (and everything in their PID namespaces with them).
+
+    Call it before anything else reaps the worker (``wait``, ``poll``): once reaped, the
+    worker's id may already belong to a process of another grading run on this host.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
 
@@ -292,16 +311,16 @@ def run_sandboxed(job: SandboxJob, *, log_path: Path) -> dict[str, Any]:
     """
     start = time.perf_counter()
     proc = start_worker(job, log_path=log_path)
-    try:
-        proc.wait(timeout=job.limits.wall_seconds)
-    except subprocess.TimeoutExpired:
-        stop_worker(proc, job)
+    while not worker_exited(proc) and time.perf_counter() - start < job.limits.wall_seconds:
+        time.sleep(0.2)
+    finished = worker_exited(proc)
+    stop_worker(proc, job)
+    if not finished:
         return {
             "status": "error",
             "reason": f"stopped after {job.limits.wall_seconds} s wall-clock limit",
             "seconds": time.perf_counter() - start,
         }
-    stop_worker(proc, job)
     return read_result(job, proc.returncode, log_path, time.perf_counter() - start)
 
 
@@ -1078,14 +1097,8 @@ def _test_feedback_class() -> type:
                 return cell, resources
             cell.outputs = []
             if errors:
-                err = errors[0]
-                where = re.findall(
-                    rf"Cell In\[{cell.get('execution_count')}\], line (\d+)",
-                    _ANSI.sub("", "\n".join(err.get("traceback", []))),
-                )
-                visible = bool(where) and int(where[-1]) < hidden
-                ename = str(err.get("ename", "Error"))
-                text = f"{ename}: {err.get('evalue', '')}" if visible else f"{ename} in a hidden test"
+                ename = str(errors[0].get("ename", "Error"))
+                text = _error_line(cell, errors[0])
                 cell.outputs = [NotebookNode(output_type="error", ename=ename, evalue="", traceback=[text])]
             return cell, resources
 
@@ -1312,9 +1325,25 @@ def _cell_errors(path: Path) -> dict[str, str]:
             continue
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                found[grade_id] = f"{out.get('ename')}: {str(out.get('evalue', ''))[:200]}"
+                found[grade_id] = _error_line(cell, out)[:260]
                 break
     return found
+
+
+def _error_line(cell: Any, err: Any) -> str:
+    """``name: message`` of an error, or only its name when it was raised in the hidden part of a
+    test cell (a hidden assertion's message or line may give the answer away)."""
+    ename = str(err.get("ename", "Error"))
+    lines = cell.source.splitlines()
+    hidden = next((i + 1 for i, ln in enumerate(lines) if "BEGIN HIDDEN TESTS" in ln), None)
+    if hidden is not None:
+        where = re.findall(
+            rf"Cell In\[{cell.get('execution_count')}\], line (\d+)",
+            _ANSI.sub("", "\n".join(err.get("traceback", []))),
+        )
+        if not where or int(where[-1]) >= hidden:
+            return f"{ename} in a hidden test"
+    return f"{ename}: {str(err.get('evalue', ''))[:200]}"
 
 
 def _worker_main() -> int:
