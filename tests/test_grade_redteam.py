@@ -1,0 +1,550 @@
+"""Red-team tests of ``labkit grade``: one submission (or entry) per class of attack.
+
+Each asserts the attack is contained: the score is an honest copy's or zero, nothing is written
+outside the job, no answer material is readable from inside the sandbox, and the class completes.
+The slow test grades one class of lesson 00 holding every attack that needs a kernel; the
+others check the pieces (scoring rules, the sandbox's view, submissions, CSV, feedback) alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+import yaml
+
+import labkit as lk
+from labkit.course.classroom import ClassGrades, LessonGrade
+from labkit.course.sandbox import (
+    Limits,
+    _sandbox_env,
+    _strict_score,
+    _test_feedback_class,
+    kernel_sandbox_argv,
+    sandbox_problem,
+    seccomp_filter,
+)
+from labkit.course.submissions import MAX_NOTEBOOK_BYTES, Problem
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_grade import NOTEBOOK, ROOT, SLUG, TESTS, _solutions, learner_notebook, write
+
+FULL = float(sum(TESTS.values()))
+
+
+def _need_sandbox() -> None:
+    problem = sandbox_problem()
+    if problem is not None:
+        pytest.skip(
+            f"needs a bubblewrap sandbox: {problem}. Install the Debian package bubblewrap "
+            "(make grader-deps does it as root) on a host with user namespaces"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring rules (nbgrader's determine_grade gets these wrong)
+
+
+def _cell(source: str, outputs: list[dict[str, Any]], points: int = 4) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "t", "points": points}
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    return cell
+
+
+def _result(text: str) -> dict[str, Any]:
+    return {
+        "output_type": "execute_result",
+        "data": {"text/plain": text},
+        "metadata": {},
+        "execution_count": 1,
+    }
+
+
+ERROR = {"output_type": "error", "ename": "AssertionError", "evalue": "", "traceback": []}
+STDERR = {"output_type": "stream", "name": "stderr", "text": "UserWarning: harmless\n"}
+
+
+@pytest.mark.parametrize(
+    ("source", "outputs", "reply", "score"),
+    [
+        ("assert f() == 1", [], "ok", 4.0),
+        # a correct cell whose code printed a warning keeps its points (nbgrader: 0)
+        ("assert f() == 1", [STDERR], "ok", 4.0),
+        # a learner's sys.displayhook('x') before a failing test (nbgrader: full points)
+        ("assert f() == 1", [_result("'x'"), ERROR], "error", 0.0),
+        ("assert f() == 1", [_result("'x'")], "error", 0.0),
+        # a result that is not a number neither scores nor costs when the tests passed
+        ("assert f() == 1\nf", [_result("'x'")], "ok", 4.0),
+        # a number only counts where the test cell itself ends in an expression
+        ("assert f() == 1", [_result("0.5")], "ok", 4.0),
+        ("score = 2.5\nscore", [_result("2.5")], "ok", 2.5),
+        ("score = 2.5\nscore", [_result("99")], "ok", 4.0),
+        ("score = 2.5\nscore", [_result("1"), _result("4")], "ok", 0.0),
+        # no reply, an aborted or failed one, or an error output: zero
+        ("assert f() == 1", [], None, 0.0),
+        ("assert f() == 1", [], "aborted", 0.0),
+        ("assert f() == 1", [ERROR], "ok", 0.0),
+    ],
+)
+def test_test_cells_score_on_the_reply_not_on_what_they_show(
+    source: str, outputs: list[dict[str, Any]], reply: str | None, score: float
+) -> None:
+    assert _strict_score(_cell(source, outputs), reply) == score
+
+
+def test_feedback_cuts_tracebacks_at_the_hidden_boundary() -> None:
+    secret = "the-answer-is-42"
+    source = f"assert f() == 1, 'visible'\n### BEGIN HIDDEN TESTS\nassert g() == 2, '{secret}'\n### END HIDDEN TESTS"
+    hidden_fail = _cell(
+        source,
+        [
+            {"output_type": "stream", "name": "stdout", "text": f"printed by hidden code: {secret}\n"},
+            {
+                "output_type": "error",
+                "ename": "AssertionError",
+                "evalue": secret,
+                "traceback": ["Cell In[7], line 3", f"----> 3 assert g() == 2, '{secret}'", secret],
+            },
+        ],
+    )
+    hidden_fail.execution_count = 7
+    visible_fail = _cell(
+        source,
+        [
+            {
+                "output_type": "error",
+                "ename": "AssertionError",
+                "evalue": "visible",
+                "traceback": ["Cell In[8], line 1"],
+            }
+        ],
+    )
+    visible_fail.execution_count = 8
+    pre = _test_feedback_class()()
+    out, _ = pre.preprocess_cell(hidden_fail, {}, 0)
+    assert secret not in str(out.outputs) and "AssertionError in a hidden test" in str(out.outputs)
+    out, _ = pre.preprocess_cell(visible_fail, {}, 0)
+    assert "AssertionError: visible" in str(out.outputs)
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox's view, from inside
+
+
+PROBE_VIEW = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+found = {}
+for path in sys.argv[1:]:
+    try:
+        open(path, "rb").read(16)
+        found[path] = "read"
+    except OSError as err:
+        found[path] = type(err).__name__
+for call, args in (("ptrace", (0, 0, 0, 0)), ("unshare", (0x10000000,)), ("mount", (b"x", b"/tmp", b"tmpfs", 0, None))):
+    found[call] = "ok" if getattr(libc, call)(*args) == 0 else os.strerror(ctypes.get_errno())
+for path in ("/newfile", "/usr/newfile", os.environ["HOME"] + "/ok", "/tmp/ok"):
+    try:
+        open(path, "w").write("x")
+        found["write " + path] = "written"
+    except OSError as err:
+        found["write " + path] = type(err).__name__
+found["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+found["uid"] = os.getuid()
+found["env"] = sorted(os.environ)
+print(repr(found))
+"""
+
+
+def test_sandbox_view_holds_no_answer_material(tmp_path: Path) -> None:
+    """From inside the kernel's sandbox: no checkout, .git, solutions, gradebook, home or keys;
+    no ptrace, unshare or mount; nothing written outside its tmpfs; only its own processes."""
+    _need_sandbox()
+    secret = tmp_path / "instructor-key.pem"
+    secret.write_text("PRIVATE")
+    targets = [
+        str(ROOT / ".git" / "HEAD"),
+        str(ROOT / "solutions" / SLUG / NOTEBOOK),
+        str(ROOT / "course.yml"),
+        str(ROOT / "gradebook.db"),
+        str(secret),
+        os.path.expanduser("~/.bashrc"),
+        "/etc/passwd",
+        "/etc/shadow",
+    ]
+    r, w = os.pipe()
+    os.write(w, b"{}")
+    os.close(w)
+    seccomp = seccomp_filter()
+    assert seccomp is not None, "no seccomp table for this machine"
+    sfd = os.memfd_create("test-seccomp", 0)
+    os.write(sfd, seccomp)
+    os.lseek(sfd, 0, os.SEEK_SET)
+    argv = kernel_sandbox_argv(
+        connection_fd=r,
+        seccomp_fd=sfd,
+        file_mb=4,
+        env={**_sandbox_env({}), "LABKIT_CERT_KEY": "must-not-pass"},
+        cache_files={},
+        work_files={},
+        command=[sys.executable, "-c", PROBE_VIEW, *targets],
+        bwrap=shutil.which("bwrap") or "/usr/bin/bwrap",
+    )
+    done = subprocess.run(argv, pass_fds=(r, sfd), capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    found = eval(done.stdout.decode())  # our own probe's repr of plain values
+    for path in targets:
+        assert found[path] != "read", f"{path} is readable from inside the sandbox"
+    assert found["ptrace"] == found["unshare"] == found["mount"] == os.strerror(1)
+    assert found["write /newfile"] != "written" and found["write /usr/newfile"] != "written"
+    assert found["write /tmp/ok"] == "written"
+    assert found["pids"][:2] == [1, 2] and len(found["pids"]) <= 3, found["pids"]
+    assert found["uid"] == 1000
+
+
+# --------------------------------------------------------------------------------------------
+# Class sabotage: every bad entry is a per-learner problem, the rest is graded
+
+
+def _sabotaged_class(folder: Path, outside: Path) -> None:
+    write(learner_notebook(), folder, "honest")
+    write(learner_notebook(), folder, "submitted")  # a learner really called "submitted"
+    extra = folder / "extra" / SLUG / "scratch" / "notes.ipynb"  # an extra notebook in a subfolder
+    extra.parent.mkdir(parents=True)
+    nbformat.write(learner_notebook(), extra)
+    write(learner_notebook(), folder, "extra")
+    nbformat.write(learner_notebook(), folder / "Ada Lovelace--00.ipynb")  # two names, one id
+    nbformat.write(learner_notebook(), folder / "Ada_Lovelace--00.ipynb")
+    (folder / "linker" / SLUG).mkdir(parents=True)
+    (folder / "linker" / SLUG / NOTEBOOK).symlink_to(ROOT / "solutions" / SLUG / NOTEBOOK)
+    (folder / "dirlink").symlink_to(outside, target_is_directory=True)
+    big = learner_notebook()
+    big.cells[0].source += "\n" + "x" * (MAX_NOTEBOOK_BYTES + 10)
+    write(big, folder, "oversize")
+
+
+def test_bad_entries_become_per_learner_problems(course: lk.course.Course, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(learner_notebook(), outside, "stranger")
+    folder = tmp_path / "class"
+    _sabotaged_class(folder, outside)
+    problems: list[Problem] = []
+    found = lk.course.find_submissions(course, folder, problems=problems)
+    assert sorted(s.student for s in found) == ["extra", "honest", "submitted"]
+    why = {p.student: p.reason for p in problems}
+    assert "not a layout" in why["extra"]
+    assert "all map to the id 'Ada_Lovelace'" in why["Ada_Lovelace"]
+    assert sum(p.student == "Ada_Lovelace" for p in problems) == 2
+    assert "symbolic link" in why["linker"] and "symbolic link" in why["dirlink"]
+    assert "larger than" in why["oversize"]
+    # Without a list to collect them, the first bad entry still raises (the old behaviour).
+    with pytest.raises(lk.course.SubmissionError):
+        lk.course.find_submissions(course, folder)
+
+
+def test_zip_bombs_are_refused_before_unpacking(course: lk.course.Course, tmp_path: Path) -> None:
+    archive = tmp_path / "class.zip"
+    honest = tmp_path / "honest.ipynb"
+    nbformat.write(learner_notebook(), honest)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(honest, f"honest/{NOTEBOOK}")
+        zf.writestr(f"bomb/{NOTEBOOK}", b"{" + b" " * (200 * 1024**2) + b"}")  # 200 MiB of blanks
+        zf.writestr("bomb/data.bin", b"\0" * (50 * 1024**2))  # not a notebook: never unpacked
+    assert archive.stat().st_size < 2 * 1024**2
+    problems: list[Problem] = []
+    work = tmp_path / "work"
+    work.mkdir()
+    found = lk.course.find_submissions(course, archive, workdir=work, problems=problems)
+    assert [s.student for s in found] == ["honest"]
+    assert [p.student for p in problems] == ["bomb"] and "MiB once unpacked" in problems[0].reason
+    unpacked = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+    assert unpacked < 5 * 1024**2, unpacked
+
+
+# --------------------------------------------------------------------------------------------
+# Hygiene: CSV formulas
+
+
+def test_grades_csv_escapes_formulas(course: lk.course.Course, tmp_path: Path) -> None:
+    lesson = course.lesson("00")
+    evil = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    results = [LessonGrade(name, SLUG, "graded", 1.0, 20.0, reason="=1+1") for name in evil]
+    grades = ClassGrades(
+        course=course, lessons=[lesson], results=results, problems=[Problem("=cmd", "x", "-bad")]
+    )
+    for path in (grades.write_csv(tmp_path / "g.csv"), grades.write_submissions_csv(tmp_path / "s.csv")):
+        for row in csv.reader(path.read_text().splitlines()):
+            for value in row:
+                assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (path.name, value)
+    rows = list(csv.DictReader((tmp_path / "g.csv").read_text().splitlines()))
+    assert {r["student"] for r in rows} >= {'\'=HYPERLINK("http://x")', "'-2+3", "'=cmd"}
+
+
+# --------------------------------------------------------------------------------------------
+# A class of attacks, graded in sandboxes
+
+
+PLANT = """
+import os
+canary = {canary!r}
+for name in ("welcome.ipynb", "welcome.html", "result.json", "gradebook.db", "link"):
+    for folder in (".", os.path.expanduser("~"), "/tmp"):
+        try:
+            os.symlink(canary, os.path.join(folder, name))
+        except OSError:
+            pass
+for target in (canary, "../" * 8 + canary.lstrip("/")):
+    try:
+        with open(target, "a") as fh:
+            fh.write("pwned")
+    except OSError:
+        pass
+"""
+
+READ_KEY = """
+import glob, os
+_found = []
+_seen = glob.glob("/work/*/*") + glob.glob("/work/*/.*") + glob.glob("/home/**/*.db", recursive=True)
+_seen += glob.glob("/tmp/**/*.db", recursive=True) + glob.glob("/root/*")
+for _p in {paths!r} + [p for p in _seen if "gradebook" in p or ".git" in p or "solutions" in p]:
+    try:
+        with open(_p, "rb") as _f:
+            _f.read(16)
+        _found.append(_p)
+    except OSError:
+        pass
+print("READ" + "ABLE:", _found)
+"""
+
+DISPLAYHOOK = (
+    "import sys\n"
+    "get_ipython().events.register('pre_run_cell', lambda *a: sys.displayhook('x'))\n"
+    "get_ipython().events.register('post_run_cell', lambda *a: sys.displayhook('full marks'))\n"
+)
+
+WARNS = """
+import warnings
+def check_batch(x, *, shape, _inner=check_batch):
+    warnings.warn("a harmless warning from correct code", UserWarning)
+    return _inner(x, shape=shape)
+"""
+
+DISPLAY_FLOOD = """
+from IPython.display import display
+_h = display("start", display_id=True)
+for _i in range(20000):
+    _h.update("y" * 2000)
+"""
+
+SCRIPT = (
+    "from IPython.display import HTML, display\n"
+    'display(HTML(\'<script>alert("xss-output")</script><img src=x onerror="alert(1)">\'))\n'
+)
+
+DEAF = (
+    "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.01)\n"
+)
+
+DAEMON = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(600)  # outlive the kernel, then tamper: the PID namespace must end it first
+    os._exit(0)
+"""
+
+
+def _active_learner_html(html: str) -> list[str]:
+    """Script elements with a learner's alert, event-handler attributes and javascript: links."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Check(HTMLParser):
+        in_script = False
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.in_script = tag == "script"
+            for name, value in attrs:
+                if name.startswith("on") or (value or "").strip().lower().startswith("javascript:"):
+                    found.append(f"<{tag} {name}={value}>")
+
+        def handle_data(self, data: str) -> None:
+            if self.in_script and "alert(" in data:
+                found.append(data[:80])
+
+    Check().feed(html)
+    return found
+
+
+def _attack_class(folder: Path, canary: Path) -> dict[str, tuple[float, str]]:
+    """student -> (expected score, expected text in the reason or warnings)."""
+    sol = _solutions()
+    wrong = yaml.safe_load((ROOT / "tests" / "wrong_answers" / f"{SLUG}.yml").read_text())["solutions"]
+    paths = [
+        str(ROOT / ".git" / "HEAD"),
+        str(ROOT / "solutions" / SLUG / NOTEBOOK),
+        str(ROOT / "gradebook.db"),
+        str(folder / "honest" / SLUG / NOTEBOOK),
+        "/work/main/.git/HEAD",
+    ]
+    cases: dict[str, tuple[float, str]] = {}
+
+    def add(student: str, nb: Any, score: float, reason: str = "") -> None:
+        write(nb, folder, student)
+        cases[student] = (score, reason)
+
+    add("honest", learner_notebook(), FULL)
+    add(
+        "symlinks",
+        learner_notebook({"check_batch": sol["check_batch"] + PLANT.format(canary=str(canary))}),
+        FULL,
+    )
+    add(
+        "reads_key",
+        learner_notebook({"check_batch": sol["check_batch"] + READ_KEY.format(paths=paths)}),
+        FULL,
+    )
+    add("displayhook", learner_notebook({"check_batch": DISPLAYHOOK}, solved=False), 0.0)
+    add("warns", learner_notebook({"check_batch": sol["check_batch"] + WARNS}), FULL)
+    add("display_flood", learner_notebook({"wrap": sol["wrap"] + DISPLAY_FLOOD}), FULL, "output over")
+    add("script", learner_notebook({"check_batch": sol["check_batch"] + SCRIPT}), FULL)
+    add("deaf_timeout", learner_notebook({"quiz": DEAF}), FULL - 5, "kernel was restarted")
+    add("daemon", learner_notebook({"check_batch": sol["check_batch"] + DAEMON}), FULL)
+    add("hidden_fail", learner_notebook({"wrap": wrong["wrap"]}), FULL - 4, "in a hidden test")
+    add("-2_3", learner_notebook(), FULL)  # an id a spreadsheet would take for a formula
+    # the markdown answer carries HTML too
+    nb = learner_notebook()
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "threat_model_answer":
+            cell.source = '<script>alert("xss-md")</script><a href="javascript:alert(2)">x</a>'
+    write(nb, folder, "script_md")
+    cases["script_md"] = (FULL, "")
+    return cases
+
+
+@pytest.mark.slow
+def test_grade_a_class_of_attacks(
+    course: lk.course.Course, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _need_sandbox()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    canary = Path(tempfile.gettempdir()) / f"labkit-canary-{os.getpid()}.txt"
+    canary.write_text("untouched")
+    folder = tmp_path / "submitted"
+    cases = _attack_class(folder, canary)
+    # A second class graded at the same time on this host, with a learner who kills every
+    # process it can see: the two runs must not touch each other.
+    other = tmp_path / "other"
+    write(learner_notebook(), other, "neighbour")
+    write(
+        learner_notebook(
+            {
+                "check_batch": _solutions()["check_batch"] + "import os, signal\nfor _ in range(50):\n"
+                "    try:\n        os.kill(-1, signal.SIGKILL)\n    except OSError:\n        pass\n"
+            }
+        ),
+        other,
+        "killer",
+    )
+    limits = Limits(cell_seconds=20, wall_seconds=400, cpu_seconds=240, output_kb=256)
+    # The neighbouring class is graded by another process, as a second `labkit grade` would be.
+    command = [
+        str(Path(sys.executable).parent / "labkit"),
+        "grade",
+        str(other),
+        "--out",
+        str(tmp_path / "out2"),
+    ]
+    command += ["--no-gradebook", "--course", str(ROOT), "--cell-timeout", "20", "--quiet"]
+    neighbour = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        grades = lk.course.grade_class(
+            course, folder, out=tmp_path / "out", jobs=2, limits=limits, progress=False
+        )
+        log, _ = neighbour.communicate(timeout=600)
+        assert neighbour.returncode == 0, log
+        second = {
+            r["student"]: float(r["points"])
+            for r in csv.DictReader((tmp_path / "out2" / "grades.csv").open())
+        }
+        assert second == {"neighbour": FULL, "killer": FULL}, log
+        assert canary.read_text() == "untouched", "learner code wrote outside its job"
+        for student, (score, reason) in cases.items():
+            grade = grades.get(student, SLUG)
+            assert grade is not None and grade.status == "graded", (student, grade)
+            notes = grade.reason + "; ".join(grade.warnings)
+            assert grade.score == score, (student, grade.score, score, notes)
+            if reason:
+                assert reason in notes, (student, notes)
+        feedback = {
+            p.parent.parent.name: p.read_text() for p in (tmp_path / "out" / "feedback").rglob("*.html")
+        }
+        assert "READABLE: []" in feedback["reads_key"], re.findall(r"READABLE:[^<]*", feedback["reads_key"])
+        for student, html in feedback.items():
+            assert "BEGIN HIDDEN TESTS" not in html and "predictions are off" not in html, student
+            assert not _active_learner_html(html), (student, _active_learner_html(html))
+            assert len(html) < 3 * 1024**2, (student, len(html))
+        rows = (tmp_path / "out" / "grades.csv").read_text()
+        assert "'-2_3" in rows
+        # Nothing of any job survives it.
+        left = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    left.append((proc / "cmdline").read_bytes().decode(errors="replace"))
+                except OSError:
+                    continue
+        assert not [c for c in left if "kernel-inner" in c], "a process of a job outlived it"
+    finally:
+        canary.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_a_sabotaged_class_completes(course: lk.course.Course, tmp_path: Path) -> None:
+    _need_sandbox()
+    folder = tmp_path / "class"
+    _sabotaged_class(folder, tmp_path / "outside")
+    write(learner_notebook(), tmp_path / "outside", "stranger")
+    grades = lk.course.grade_class(course, folder, out=tmp_path / "out", progress=False, lesson="00")
+    assert {r.student: r.score for r in grades.results} == {"extra": FULL, "honest": FULL, "submitted": FULL}
+    assert {p.student for p in grades.problems} == {"extra", "Ada_Lovelace", "linker", "dirlink", "oversize"}
+    rows = list(csv.DictReader((tmp_path / "out" / "grades.csv").read_text().splitlines()))
+    notes = {r["student"]: r["notes"] for r in rows}
+    assert "symbolic link" in notes["linker"] and "all map to the id" in notes["Ada_Lovelace"]
+    assert "stranger" not in notes
+
+
+def test_feedback_html_is_sanitised() -> None:
+    from labkit.course.classroom import sanitize_feedback
+
+    evil = (
+        '<html><head><script>var x = "</div>";</script><style>p {color: red}</style></head><body>'
+        '<p onclick="steal()">text &amp; <b>bold</b></p><script>alert("xss")</script>'
+        '<img src="data:image/png;base64,AAAA" onerror="alert(1)"><a href="javascript:alert(2)">j</a>'
+        '<a href="data:text/html,<script>alert(3)</script>">d</a><svg onload="alert(4)"></svg>'
+        '<iframe src="https://evil.example"></iframe><a href="https://example.org">ok</a></body></html>'
+    )
+    clean = sanitize_feedback(evil)
+    assert not _active_learner_html(clean), _active_learner_html(clean)
+    for bad in ("<script", "onclick", "onerror", "onload", "javascript:", "data:text", "<iframe", "<svg"):
+        assert bad not in clean, bad
+    assert "<b>bold</b>" in clean and 'href="https://example.org"' in clean and "p {color: red}" in clean
+    assert 'src="data:image/png;base64,AAAA"' in clean
