@@ -626,13 +626,15 @@ def kernel_sandbox_argv(
         "sandbox",
         *_system_binds(),
     ]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    # The private tmpfs folders come first: Python or the course may live under /tmp (a CI clone),
+    # and a bind made before them would be covered.
+    for folder in ("/tmp", "/dev/shm", "/var/tmp", SANDBOX_HOME):
+        args += ["--size", size, "--tmpfs", folder]
     for path in sorted(python_paths):
         args += ["--ro-bind", str(path), str(path)]
     package = _labkit_package()
     args += ["--ro-bind", str(package), str(package)]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    for folder in ("/tmp", "/dev/shm", "/var/tmp", SANDBOX_HOME):
-        args += ["--size", size, "--tmpfs", folder]
     args += ["--dir", SANDBOX_WORK, "--dir", SANDBOX_HOME + "/.cache/labkit"]
     for src, rel in sorted(cache_files.items()):
         args += ["--ro-bind", src, f"{SANDBOX_HOME}/.cache/labkit/{rel}"]
