@@ -132,6 +132,9 @@ def test_feedback_cuts_tracebacks_at_the_hidden_boundary() -> None:
     )
     visible_fail.execution_count = 8
     pre = _test_feedback_class()()
+    # nbconvert runs a preprocessor only when it is enabled: a disabled one would leave whole
+    # tracebacks in the feedback, and the feedback would then be withheld from every failing learner.
+    assert pre.enabled
     out, _ = pre.preprocess_cell(hidden_fail, {}, 0)
     assert secret not in str(out.outputs) and "AssertionError in a hidden test" in str(out.outputs)
     out, _ = pre.preprocess_cell(visible_fail, {}, 0)
@@ -498,6 +501,12 @@ def test_grade_a_class_of_attacks(
             p.parent.parent.name: p.read_text() for p in (tmp_path / "out" / "feedback").rglob("*.html")
         }
         assert "READABLE: []" in feedback["reads_key"], re.findall(r"READABLE:[^<]*", feedback["reads_key"])
+        # Every learner gets feedback, those who failed tests too: it is cut at the hidden boundary,
+        # never withheld.
+        assert set(cases) <= set(feedback), sorted(set(cases) - set(feedback))
+        for student in cases:
+            grade = grades.get(student, SLUG)
+            assert grade is not None and not any("feedback withheld" in w for w in grade.warnings), student
         for student, html in feedback.items():
             assert "BEGIN HIDDEN TESTS" not in html and "predictions are off" not in html, student
             assert not _active_learner_html(html), (student, _active_learner_html(html))

@@ -1084,8 +1084,13 @@ def _test_feedback_class() -> type:
     """
     from nbconvert.preprocessors import Preprocessor
     from nbformat.notebooknode import NotebookNode
+    from traitlets import Bool
 
     class TestFeedback(Preprocessor):
+        # nbconvert's preprocessors are off unless enabled: without this the feedback keeps
+        # whole tracebacks, which quote the hidden tests next to a failing visible line.
+        enabled = Bool(True)
+
         def preprocess_cell(self, cell: Any, resources: Any, index: int) -> tuple[Any, Any]:
             meta = cell.metadata.get("nbgrader", {})
             if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
