@@ -557,3 +557,26 @@ def test_feedback_html_is_sanitised() -> None:
         assert bad not in clean, bad
     assert "<b>bold</b>" in clean and 'href="https://example.org"' in clean and "p {color: red}" in clean
     assert 'src="data:image/png;base64,AAAA"' in clean
+
+
+def test_a_worker_that_cannot_start_is_one_learners_error(
+    course: lk.course.Course, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose worker cannot start (its folder gone, no processes left) fails alone."""
+    from labkit.course import classroom
+
+    folder = tmp_path / "class"
+    for student in ("ada", "bob"):
+        write(learner_notebook(), folder, student)
+
+    def refuse(job: Any, *, log_path: Path) -> Any:
+        raise FileNotFoundError(2, "No such file or directory", str(log_path))
+
+    monkeypatch.setattr(classroom, "start_worker", refuse)
+    grades = lk.course.grade_class(
+        course, folder, out=tmp_path / "out", progress=False, lesson="00", trust_submissions=True
+    )
+    assert {r.student: r.status for r in grades.results} == {"ada": "error", "bob": "error"}
+    assert all("could not start" in r.reason for r in grades.results), [r.reason for r in grades.results]
+    rows = list(csv.DictReader((tmp_path / "out" / "grades.csv").read_text().splitlines()))
+    assert sorted(r["student"] for r in rows) == ["ada", "bob"]

@@ -448,9 +448,8 @@ def test_workshop_round_trip(workshop: tuple[hub.Workshop, hub.HubProcess], brow
     REPORT["submissions_csv"] = (course / "grades" / "submissions.csv").read_text(encoding="utf-8")
     assert scores == {learner: EXPECTED[kind] for learner, kind in LEARNERS.items()}, scores
     placed = hub.publish_feedback(course, LESSON)
-    # labkit grade withholds a feedback file that fails its hidden-test check; the rest is released
-    REPORT["feedback_withheld"] = sorted(set(LEARNERS) - set(placed))
-    assert f"{PREFIX}learner1" in placed, placed
+    # Every learner gets feedback, those who failed tests too (cut at the hidden boundary).
+    assert set(placed) == set(LEARNERS), sorted(set(LEARNERS) - set(placed))
     subprocess.run(["chown", "-R", f"{INSTRUCTOR}:{INSTRUCTOR}", str(course)], check=True)
 
     browser.get(f"{url}/user/{INSTRUCTOR}/formgrader")
@@ -470,8 +469,6 @@ def test_workshop_round_trip(workshop: tuple[hub.Workshop, hub.HubProcess], brow
 
     # Each learner fetches the feedback: their score, no hidden test.
     for learner, kind in LEARNERS.items():
-        if learner not in placed:
-            continue
         _login(browser, url, learner)
         _assignment_panel(browser)
         _click(browser, "Fetch Feedback", f"{learner}: the Fetch Feedback button")

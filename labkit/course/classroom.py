@@ -577,7 +577,14 @@ def grade_class(
             while pending and free:
                 i, sub, job = pending.pop(0)
                 job.slot = free.pop(0)
-                proc = start_worker(job, log_path=Path(job.result_path).with_suffix(".log"))
+                try:
+                    proc = start_worker(job, log_path=Path(job.result_path).with_suffix(".log"))
+                except OSError as err:  # one job that cannot start is that learner's error, not the class's
+                    failed = {"status": "error", "reason": f"the grading worker could not start: {err}"}
+                    results[i] = _validate(failed, sub, templates[sub.lesson])
+                    free.append(job.slot)
+                    bar.update(1)
+                    continue
                 running[job.slot] = (i, sub, job, proc, time.perf_counter())
             time.sleep(0.2)
             for slot, (i, sub, job, proc, t0) in list(running.items()):
