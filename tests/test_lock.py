@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -68,9 +69,14 @@ def test_lock_check_notices_a_new_dependency(tmp_path: Path) -> None:
 
 
 def test_installed_versions_are_the_locked_ones() -> None:
+    import setuptools  # noqa: F401  # puts its vendored copies on sys.path: they must not count
+
+    # What the environment holds: its site-packages only. sys.path can also hold copies that a
+    # package vendors for itself (setuptools puts its _vendor folder there once imported).
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
         canonicalize_name(d.metadata["Name"]): d.version
-        for d in importlib.metadata.distributions()
+        for d in importlib.metadata.distributions(path=site)
         if d.metadata["Name"]
     }
     project = canonicalize_name(PYPROJECT["project"]["name"])
