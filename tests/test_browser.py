@@ -170,6 +170,30 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
         driver.quit()
 
 
+def open_assignment_list(browser: Any) -> None:
+    """Click nbgrader's menu, then its Assignment List item (the hub test uses this too)."""
+    menu = _wait(
+        "nbgrader's menu",
+        lambda: [
+            e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Nbgrader"
+        ],
+        timeout=300,
+        seen=lambda: ", ".join(_texts(browser, ".lm-MenuBar-itemLabel")),
+    )
+    menu[0].click()
+    item = _wait(
+        "the Assignment List item",
+        lambda: [
+            e
+            for e in browser.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel")
+            if e.text == "Assignment List"
+        ],
+        timeout=60,
+        seen=lambda: ", ".join(_texts(browser, ".lm-Menu-itemLabel")),
+    )
+    item[0].click()
+
+
 def _texts(browser: Any, css: str) -> list[str]:
     return [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, css)]
 
@@ -213,26 +237,7 @@ def test_lab_lists_lessons_opens_nbgrader_and_runs_lesson_00(lab: Lab, browser: 
     )
 
     # nbgrader's own menu, then its assignment list panel
-    menu = _wait(
-        "nbgrader's menu",
-        lambda: [
-            e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Nbgrader"
-        ],
-        timeout=300,
-        seen=lambda: ", ".join(_texts(browser, ".lm-MenuBar-itemLabel")),
-    )
-    menu[0].click()
-    item = _wait(
-        "the Assignment List item",
-        lambda: [
-            e
-            for e in browser.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel")
-            if e.text == "Assignment List"
-        ],
-        timeout=60,
-        seen=lambda: ", ".join(_texts(browser, ".lm-Menu-itemLabel")),
-    )
-    item[0].click()
+    open_assignment_list(browser)
     panel = ".lm-DockPanel-widget, .lm-Widget"
     _wait(
         "the assignment list panel",

@@ -50,7 +50,7 @@ PASSWORD = "workshop-pass-1"
 
 pytestmark = [pytest.mark.hub]
 hub_mod = pytest.importorskip("jupyterhub", reason="JupyterHub is in the hub extra: make install")
-from test_browser import CHROMIUM, DRIVER, SCALE, _texts, _wait  # noqa: E402
+from test_browser import CHROMIUM, DRIVER, SCALE, _texts, _wait, open_assignment_list  # noqa: E402
 
 from labkit.course import hub  # noqa: E402
 
@@ -167,26 +167,7 @@ def _login(browser: Any, url: str, name: str) -> None:
 
 def _assignment_panel(browser: Any) -> None:
     """Open nbgrader's Assignments panel from its menu."""
-    menu = _wait(
-        "nbgrader's menu",
-        lambda: [
-            e for e in browser.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == "Nbgrader"
-        ],
-        timeout=300,
-        seen=lambda: ", ".join(_texts(browser, ".lm-MenuBar-itemLabel")),
-    )
-    menu[0].click()
-    item = _wait(
-        "the Assignment List item",
-        lambda: [
-            e
-            for e in browser.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel")
-            if e.text == "Assignment List"
-        ],
-        timeout=60,
-        seen=lambda: ", ".join(_texts(browser, ".lm-Menu-itemLabel")),
-    )
-    item[0].click()
+    open_assignment_list(browser)
     _wait("the Assignments panel", lambda: "Released assignments" in _body(browser), timeout=300)
 
 
