@@ -2,8 +2,9 @@
 
 Every lettered question of the source notebooks (a question ``**Qn**`` in a Markdown cell whose
 options are written ``(a) ... (b) ...``, inline or as a list, and whose hidden test checks
-``check_answer("<lesson>-qn", qn, hash)``) is parsed here; its right letter is recovered by
-hashing each candidate letter with :func:`labkit.course.answer_hash`. Then every content-free
+``check_answer("<lesson>-qn", qn)``) is parsed here; its right letter is read from the
+instructor's answer key (``instructor/answer_key.yml``, the key the checks are sealed from), and
+checked through the keyed :func:`labkit.course.check_answer` itself. Then every content-free
 strategy (always a, b, c or d; always the longest option; always the shortest option; and, so
 that rewriting the options cannot overshoot, one of the options that are neither the longest nor
 the shortest) is scored.
@@ -39,7 +40,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit.course.answers import answer_hash
+from labkit.course.answers import Expected, check_answer, load_answer_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "solutions").glob("*/*.ipynb"))
@@ -52,7 +53,8 @@ STRATEGIES = ("always a", "always b", "always c", "always d", "longest", "shorte
 
 _HEADER = re.compile(r"\*\*Q(\d+)\.?\*\*")
 _OPTION = re.compile(r"(?:^|(?<=\s))(?:-\s+)?\(([a-z])\)\s")
-_CHECK = re.compile(r"check_(?:answer|number)\(\s*\"(\d\d)-q(\d+)\",\s*(.+?),\s*\"([0-9a-f]{16})\"")
+_CHECK = re.compile(r"check_(?:answer|number)\(\s*\"(\d\d)-q(\d+)\",\s*([^,()]+?)\s*[,)]")
+KEY = load_answer_key(ROOT)
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,10 @@ def parse_markdown(text: str) -> dict[int, list[str]]:
     return found
 
 
-def parse_notebook(nb: nbformat.NotebookNode, lesson: str) -> Quiz:
-    """The quiz of one source notebook (see the module docstring for what counts)."""
+def parse_notebook(nb: nbformat.NotebookNode, lesson: str, key: dict[str, Expected] | None = None) -> Quiz:
+    """The quiz of one source notebook (see the module docstring for what counts), its right
+    letters read from ``key`` (default: the course's answer key)."""
+    key = KEY if key is None else key
     options: dict[int, list[str]] = {}
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -133,13 +137,11 @@ def parse_notebook(nb: nbformat.NotebookNode, lesson: str) -> Quiz:
         total += grading.get("points", 0)
         share = grading.get("points", 0) / len(checks)
         for m in checks:
-            number, expr, digest = int(m.group(2)), m.group(3).strip(), m.group(4)
+            number, expr, qid = int(m.group(2)), m.group(3).strip(), f"{m.group(1)}-q{m.group(2)}"
             opts = options.get(number)
-            if not opts or not re.fullmatch(r"q\d+", expr):
+            if not opts or not re.fullmatch(r"q\d+", expr) or qid not in key:
                 continue
-            right = [
-                x for x in "abcdefgh"[: len(opts)] if answer_hash(f"{m.group(1)}-q{m.group(2)}", x) == digest
-            ]
+            right = [x for x in "abcdefgh"[: len(opts)] if str(key[qid].value).strip().lower() == x]
             if len(right) == 1:
                 questions.append(Question(lesson, number, tuple(opts), right[0], share))
     return Quiz(lesson, tuple(sorted(questions, key=lambda q: q.number)), total)
@@ -271,10 +273,10 @@ def test_the_parser_reads_inline_and_listed_options() -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell(inline),
-        nbformat.v4.new_code_cell(f'assert check_answer("99-q1", q1, "{answer_hash("99-q1", "c")}")'),
+        nbformat.v4.new_code_cell('assert check_answer("99-q1", q1), "Q1 is not right"'),
     ]
     nb.cells[1].metadata["nbgrader"] = {"grade": True, "points": 1}
-    (q,) = parse_notebook(nb, "99").questions
+    (q,) = parse_notebook(nb, "99", {"99-q1": Expected("C")}).questions
     assert (q.answer, q.points) == ("c", 1)
     assert q.lengths == (3, 25, 5, 4)
 
@@ -293,3 +295,14 @@ def test_the_reference_solution_picks_the_letters_the_hidden_tests_accept(path: 
         assert solved.get(str(q.number)) == q.answer, (
             f"{lesson}-q{q.number}: the solution cell disagrees with the hash"
         )
+
+
+def test_the_keyed_check_accepts_exactly_the_letter_the_scores_are_computed_from() -> None:
+    """The letters scored above are the ones the hidden tests accept, through the sealed key."""
+    for quiz in QUIZZES.values():
+        for q in quiz.questions:
+            qid = next(i for i in (f"{q.lesson}-q{q.number}", f"{q.lesson}-q{q.number:02d}") if i in KEY)
+            accepted = [x for x in q.letters if check_answer(qid, x)]
+            assert accepted == [q.answer], (
+                f"{qid}: the keyed check accepts {accepted}, the key says {q.answer}"
+            )
