@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from labkit import config
+
 __all__ = ["MITIGATIONS", "STAGES", "TECHNIQUES", "Entry", "describe", "threat_map"]
 
 
@@ -74,10 +76,14 @@ def describe(atlas_id: str) -> str:
 
 
 def lessons_by_technique(course: Any = None) -> dict[str, list[str]]:
-    """For each technique, the ids of the lessons (from course.yml) that teach it."""
-    from labkit.course.manifest import load_course
+    """For each technique, the ids of the lessons (from course.yml) that teach it.
 
-    course = course or load_course()
+    ``course`` is a loaded course (``lk.course.load_course()``); by default the one that
+    :func:`labkit.config.course` finds.
+    """
+    course = course or config.course()
+    if course is None:
+        raise ValueError("no course.yml found: pass course=lk.course.load_course(path)")
     found: dict[str, list[str]] = {tid: [] for tid in TECHNIQUES}
     for lesson in course.lessons:
         for tid in lesson.atlas:

@@ -1,10 +1,12 @@
 """Opt-in speed features for GPU workshops: mixed precision, ``channels_last``, compilation,
 large batches and pinned-memory transfers.
 
-Everything here is off unless the active profile turns it on (the ``speed:`` mapping of a
-profile in ``course.yml``; the ``gpu`` profile enables the useful ones) or a block runs under
-:func:`use`. With the features off, every function below is a no-op and labkit computes
-exactly what it computed before. The features apply to CUDA tensors only, unless
+Everything here is off unless a caller turns it on: a block under :func:`use`, or the whole
+session through :func:`set_default`, which ``lk.active_profile()`` (the notebooks' setup call)
+does with the profile's ``speed:`` settings from ``course.yml`` (the ``gpu`` profile enables the
+useful ones). Nothing here reads a file or the environment, so what an attack computes does
+not depend on the folder it is called from. With the features off, every function below is a
+no-op and labkit computes exactly what it computed before. The features apply to CUDA tensors only, unless
 ``on_cpu: true`` (on a CPU, bfloat16 and ``channels_last`` rarely pay; the option exists so
 the tests can check the results there).
 
@@ -33,7 +35,7 @@ which reads one flag from the GPU per step; ``bf16`` needs none and is the defau
 Examples
 --------
 >>> import labkit as lk
->>> current().enabled                                # the ci profile: everything off
+>>> current().enabled                                # off until a caller turns it on
 False
 >>> fast = SpeedConfig(autocast="bf16", channels_last=True, on_cpu=True)
 >>> with use(fast):
@@ -49,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -67,6 +68,7 @@ __all__ = [
     "current",
     "logits",
     "prepare",
+    "set_default",
     "to_device",
     "use",
 ]
@@ -163,41 +165,45 @@ class SpeedConfig:
 
 
 _OVERRIDE: contextvars.ContextVar[SpeedConfig | None] = contextvars.ContextVar("labkit_speed", default=None)
-_FROM_PROFILE: dict[tuple[str, str | None, str | None], tuple[str | None, int | None, SpeedConfig]] = {}
-
-
-def _stamp(path: str | None) -> int | None:
-    if path is None:
-        return None
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
+_DEFAULT = SpeedConfig()
 
 
 def current() -> SpeedConfig:
-    """The speed features in force: those of the innermost :func:`use` block, else those of the
-    active profile (``LABKIT_PROFILE`` or ``course.yml``'s default; off without a course.yml).
-
-    The profile is read once per working directory, environment and version of ``course.yml``,
-    so calling this once per attack costs a few microseconds.
-    """
+    """The speed features in force: those of the innermost :func:`use` block, else the
+    session's (:func:`set_default`; everything off unless a caller set it)."""
     override = _OVERRIDE.get()
-    if override is not None:
-        return override
-    key = (os.getcwd(), os.environ.get("LABKIT_COURSE"), os.environ.get("LABKIT_PROFILE"))
-    hit = _FROM_PROFILE.get(key)
-    if hit is not None and _stamp(hit[0]) == hit[1]:
-        return hit[2]
-    from labkit.config import active_profile
-    from labkit.course.manifest import find_course_file
+    return _DEFAULT if override is None else override
 
-    found = find_course_file()
-    path = None if found is None else str(found)
-    stamp = _stamp(path)
-    config = active_profile().speed
-    _FROM_PROFILE[key] = (path, stamp, config)
-    return config
+
+def set_default(config: SpeedConfig | Mapping[str, Any] | None = None, **features: Any) -> SpeedConfig:
+    """Turn speed features on (or off) for the rest of the session, outside any :func:`use` block.
+
+    Takes what :func:`use` takes; ``set_default()`` turns everything off again. Returns the
+    previous session setting, so a caller can put it back.
+
+    Examples
+    --------
+    >>> before = set_default(autocast="bf16", on_cpu=True)
+    >>> current().autocast
+    'bf16'
+    >>> _ = set_default(before)
+    >>> current().enabled
+    False
+    """
+    global _DEFAULT
+    previous = _DEFAULT
+    _DEFAULT = _chosen(config, features, where="set_default()")
+    return previous
+
+
+def _chosen(
+    config: SpeedConfig | Mapping[str, Any] | None, features: dict[str, Any], *, where: str
+) -> SpeedConfig:
+    if isinstance(config, SpeedConfig):
+        if features:
+            raise TypeError("pass either a SpeedConfig or keywords, not both")
+        return config
+    return SpeedConfig.from_mapping({**dict(config or {}), **features}, where=where)
 
 
 @contextlib.contextmanager
@@ -212,12 +218,7 @@ def use(config: SpeedConfig | Mapping[str, Any] | None = None, **features: Any) 
     ...     fast.amp_dtype
     torch.bfloat16
     """
-    if isinstance(config, SpeedConfig):
-        if features:
-            raise TypeError("pass either a SpeedConfig or keywords, not both")
-        chosen = config
-    else:
-        chosen = SpeedConfig.from_mapping({**dict(config or {}), **features}, where="use()")
+    chosen = _chosen(config, features, where="use()")
     token = _OVERRIDE.set(chosen)
     try:
         yield chosen

@@ -30,7 +30,7 @@ def digits() -> tuple[lk.LabModel, torch.Tensor, torch.Tensor]:
     return model, data.x[:200], data.y[:200]
 
 
-def _pgd(model: lk.LabModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return lk.attacks.pgd(model, x, y, eps=0.1, steps=10, generator=torch.Generator().manual_seed(0))
 
 
@@ -47,7 +47,30 @@ def test_ci_profile_and_fallback_keep_every_feature_off(
     monkeypatch.setenv("LABKIT_PROFILE", "ci")
     assert not speed.current().enabled
     monkeypatch.setenv("LABKIT_PROFILE", "gpu")
-    assert speed.current() == course.profile("gpu").speed
+    assert not speed.current().enabled, "the profile alone turns nothing on: a caller must"
+    before = speed.current()
+    try:
+        assert lk.active_profile().name == "gpu"  # the notebooks' setup call turns them on
+        assert speed.current() == course.profile("gpu").speed
+    finally:
+        speed.set_default(before)
+    assert not speed.current().enabled
+
+
+def test_what_an_attack_computes_does_not_depend_on_the_folder(
+    digits: Any, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A course.yml in the working directory whose profile turns bf16 on (CPU too) changes nothing."""
+    model, x, y = digits
+    expected = _pgd(model, x, y)
+    raw = yaml.safe_load((root / "course.yml").read_text(encoding="utf-8"))
+    raw["profiles"]["gpu"]["speed"]["on_cpu"] = True
+    (tmp_path / "course.yml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABKIT_PROFILE", "gpu")
+    monkeypatch.delenv("LABKIT_COURSE", raising=False)
+    assert not speed.current().enabled
+    torch.testing.assert_close(_pgd(model, x, y), expected, rtol=0, atol=0)
 
 
 def test_off_features_are_no_ops(digits: Any) -> None:

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from labkit.config import Profile  # the plain-data profile lives in the core; re-exported here
 from labkit.speed import SpeedConfig
 
 __all__ = [
@@ -72,25 +73,6 @@ class Lesson:
     @property
     def ready(self) -> bool:
         return self.status == "ready"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Run sizes for one profile (``ci``, ``laptop`` or ``gpu``)."""
-
-    name: str
-    description: str
-    cell_timeout: int
-    batch_size: int
-    eval_size: int
-    datasets: Mapping[str, Mapping[str, int]]
-    epochs: Mapping[str, int]
-    speed: SpeedConfig = field(default_factory=SpeedConfig)
-    """Opt-in speed features (:mod:`labkit.speed`); everything off unless the profile says."""
-
-    def size(self, dataset: str, split: str) -> int | None:
-        """Number of examples of ``dataset``'s ``split`` under this profile (None: all)."""
-        return self.datasets.get(dataset, {}).get(split)
 
 
 @dataclass(frozen=True)

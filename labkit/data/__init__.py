@@ -27,9 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labkit.config import active_profile, cache_dir
-from labkit.course.manifest import Profile
-from labkit.data.base import LabData
+from labkit.config import Profile, active_profile
+from labkit.data.base import LabData, data_root
 from labkit.data.digits import load_digits
 
 __all__ = ["DATASETS", "LabData", "available", "load"]
@@ -74,14 +73,6 @@ DATASETS: dict[str, Callable[..., LabData]] = {
     "fashion_mnist": _torchvision("fashion_mnist"),
     "cifar10": _torchvision("cifar10"),
 }
-
-
-def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """Where torchvision-format files are looked for: ``root``, ``LABKIT_DATA``, or the cache."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("LABKIT_DATA")
-    return Path(env) if env else cache_dir() / "data"
 
 
 def load(

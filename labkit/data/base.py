@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["LabData"]
+from labkit.config import cache_dir
+
+__all__ = ["LabData", "data_root"]
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """Where torchvision-format files are looked for: ``root``, ``LABKIT_DATA``, or the cache."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("LABKIT_DATA")
+    return Path(env) if env else cache_dir() / "data"
 
 
 @dataclass

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from labkit.data.base import LabData
+from labkit.data.base import LabData, data_root
 
 __all__ = ["LAYOUTS", "VISION_DATASETS", "find_vision_files", "load_vision"]
 
@@ -381,8 +381,6 @@ def load_vision(
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise ValueError(f"n must be a positive integer or None (all examples), got {n!r}")
     if root is None:
-        from labkit.data import data_root
-
         base = data_root()
     else:
         base = Path(root)

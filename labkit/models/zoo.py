@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from labkit.config import active_profile, cache_dir
+from labkit.config import Profile, active_profile, cache_dir
 from labkit.contract import LabModel
-from labkit.course.manifest import Profile
 from labkit.data import load
 from labkit.data.base import LabData
 from labkit.models.nets import MLP, SmallCNN

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from labkit import atlas
+from labkit.redteam._markdown import finding_markdown
 
 __all__ = [
     "RECOMMENDATIONS",
@@ -245,7 +246,10 @@ class Finding:
     def technique_name(self) -> str:
         return atlas.TECHNIQUES[self.technique].name
 
-    def _repr_markdown_(self) -> str:
-        from labkit.redteam.report import finding_markdown
+    @property
+    def advice(self) -> str:
+        """The catalogue's advice for this finding's technique (empty when there is none)."""
+        return RECOMMENDATIONS.get(self.technique, ((), ""))[1]
 
+    def _repr_markdown_(self) -> str:
         return finding_markdown(self)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labkit import atlas
-from labkit.redteam.findings import RECOMMENDATIONS, SEVERITIES, Attempt, Finding
+from labkit.redteam._markdown import cost, finding_markdown, fmt, md, mitigations
+from labkit.redteam.findings import SEVERITIES, Attempt, Finding
 
 if TYPE_CHECKING:  # pragma: no cover
     from labkit.redteam.scope import Scope
@@ -32,69 +30,9 @@ SEVERITY_COLOURS = {
     "info": "#8ecae6",
 }
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
-
-
-def md(text: object) -> str:
-    """``text`` as inert Markdown: one line, syntax backslash-escaped, HTML entities escaped."""
-    flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
-
 
 def _h(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "never"
-        return f"{value:.3g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    return str(value)
-
-
-def _cost(cost: float) -> str:
-    if math.isinf(cost):
-        return "never succeeded"
-    if cost == 0:
-        return "offline (0 queries)"
-    return "1 query per success" if cost == 1 else f"{cost:.3g} queries per success"
-
-
-def _mitigations(f: Finding) -> list[str]:
-    return [atlas.describe(m) for m in f.mitigations]
-
-
-def _advice(f: Finding) -> str:
-    return RECOMMENDATIONS.get(f.technique, ((), ""))[1]
-
-
-def finding_markdown(f: Finding, number: int | None = None) -> str:
-    """One finding as a Markdown section (text evidence; images are in the HTML report)."""
-    head = f"### {'' if number is None else f'{number}. '}[{f.severity.upper()}] {md(f.title)}"
-    lines = [
-        head,
-        "",
-        f"*{f.technique} {md(f.technique_name)}* · success rate **{f.success_rate:.0%}** over {f.trials} "
-        f"trials (evidence floor {f.threshold:.0%}) · cost: {_cost(f.cost)} · found by {md(f.probe)}",
-        "",
-        "| evidence | |",
-        "|---|---|",
-        *(f"| {md(k)} | {md(_fmt(v))} |" for k, v in f.evidence.items()),
-    ]
-    if f.prompts:
-        lines += ["", "Prompts that worked:", ""] + [f"> {md(p)}" for p in f.prompts]
-    if f.adversarial is not None:
-        lines += ["", f"*{len(f.adversarial)} example images in the HTML report.*"]
-    if f.reproduction:
-        lines += ["", "To reproduce:", ""] + [f"{i}. {md(step)}" for i, step in enumerate(f.reproduction, 1)]
-    mit = "; ".join(md(m) for m in _mitigations(f)) or "none catalogued"
-    lines += ["", f"Recommended mitigations: {mit}" + (f" ({md(_advice(f))})" if _advice(f) else "")]
-    return "\n".join(lines)
 
 
 def _images_html(f: Finding) -> str:
@@ -198,7 +136,7 @@ class Report:
             for i, f in enumerate(self.findings, 1):
                 lines.append(
                     f"| {i} | {f.severity} | {f.technique} | {md(f.title)} | {f.success_rate:.0%} | "
-                    f"{_cost(f.cost)} | {', '.join(f.mitigations)} |"
+                    f"{cost(f.cost)} | {', '.join(f.mitigations)} |"
                 )
             for i, f in enumerate(self.findings, 1):
                 lines += ["", finding_markdown(f, i)]
@@ -225,14 +163,14 @@ class Report:
         for i, f in enumerate(self.findings, 1):
             colour = SEVERITY_COLOURS[f.severity]
             evidence = "".join(
-                f"<tr><td>{_h(k)}</td><td>{_h(_fmt(v))}</td></tr>" for k, v in f.evidence.items()
+                f"<tr><td>{_h(k)}</td><td>{_h(fmt(v))}</td></tr>" for k, v in f.evidence.items()
             )
             parts += [
                 f'<h4>{i}. <span style="background:{colour};color:white;padding:1px 6px;border-radius:3px">'
                 f"{_h(f.severity.upper())}</span> {_h(f.title)}</h4>",
                 f"<p><i>{_h(f.technique)} {_h(f.technique_name)}</i> &middot; success rate "
                 f"<b>{f.success_rate:.0%}</b> over {f.trials} trials (evidence floor {f.threshold:.0%}) "
-                f"&middot; cost: {_h(_cost(f.cost))} &middot; found by <code>{_h(f.probe)}</code></p>",
+                f"&middot; cost: {_h(cost(f.cost))} &middot; found by <code>{_h(f.probe)}</code></p>",
                 f"<table><tr><th>evidence</th><th></th></tr>{evidence}</table>",
             ]
             if f.prompts:
@@ -242,8 +180,8 @@ class Report:
             if f.reproduction:
                 steps = "".join(f"<li><code>{_h(s)}</code></li>" for s in f.reproduction)
                 parts.append(f"<p>To reproduce:</p><ol>{steps}</ol>")
-            mit = "; ".join(_h(m) for m in _mitigations(f)) or "none catalogued"
-            advice = f" ({_h(_advice(f))})" if _advice(f) else ""
+            mit = "; ".join(_h(m) for m in mitigations(f)) or "none catalogued"
+            advice = f" ({_h(f.advice)})" if f.advice else ""
             parts.append(f"<p>Recommended mitigations: {mit}{advice}</p>")
         head = "".join(f"<th>{_h(c)}</th>" for c in self._ATTEMPT_HEAD)
         body = "".join(
