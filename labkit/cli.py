@@ -1,5 +1,6 @@
 """The ``labkit`` command line: ``labkit doctor``, ``labkit build``, ``labkit pretrain``, ``labkit serve``,
-and the instructor's ``grade``, ``certify`` and ``verify`` (:mod:`labkit.course.commands`)."""
+the instructor's ``grade``, ``certify`` and ``verify`` (:mod:`labkit.course.commands`), ``cohort``
+(the secret that keys the answer checks) and ``dist learner`` (what learners get)."""
 
 from __future__ import annotations
 
@@ -147,6 +148,43 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cohort(args: argparse.Namespace) -> int:
+    """``labkit cohort init`` (a new cohort secret) and ``labkit cohort export`` (a lesson's sealed key)."""
+    from pathlib import Path
+
+    from labkit.course.answers import AnswerKeyError, export_key, init_cohort_secret
+    from labkit.course.commands import check_lessons, course_to_write
+
+    course = course_to_write(args.course)
+    try:
+        if args.action == "init":
+            path = init_cohort_secret(course.root, force=args.force)
+            print(f"wrote a new cohort secret to {path} (mode 0600); every lesson's answer key is re-keyed")
+            return 0
+        check_lessons(course, [args.lesson])
+        export_key(course.root, args.lesson, Path(args.dest))
+    except AnswerKeyError as err:
+        raise UsageError(str(err)) from None
+    print(f"wrote the sealed answer key of lesson {course.lesson(args.lesson).id} to {args.dest}")
+    return 0
+
+
+def dist(args: argparse.Namespace) -> int:
+    """Build the learner distribution (lessons, labkit, manifest; no answer material)."""
+    from labkit.course.commands import course_to_write
+    from labkit.course.dist import DistError, build_learner_dist
+
+    course = course_to_write(args.course)
+    try:
+        written = build_learner_dist(course.root, args.dest)
+    except DistError as err:
+        raise UsageError(str(err)) from None
+    print(
+        f"wrote {len(written)} files to {args.dest}: the learner's course, scanned for answer material (none)"
+    )
+    return 0
+
+
 class _Version(argparse.Action):
     """``--version``: imports labkit (and torch) only when asked."""
 
@@ -184,6 +222,23 @@ def _parser() -> argparse.ArgumentParser:
     from labkit.course.commands import add_commands  # grade, certify, verify
 
     add_commands(sub)
+    p = sub.add_parser("cohort", help="the cohort secret that keys the answer checks (instructor)")
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = acts.add_parser("init", help="write a new random secret to .labkit/cohort.key (re-keys every lesson)")
+    q.add_argument("--force", action="store_true", help="replace an existing secret")
+    q.add_argument("--course", default=None, help="course.yml or its folder (default: as for build)")
+    q.set_defaults(func=cohort)
+    q = acts.add_parser("export", help="write one lesson's sealed answer key into a folder, for grading")
+    q.add_argument("lesson", help="lesson id or slug")
+    q.add_argument("dest", help="an existing folder (the grader's LABKIT_ANSWER_KEY_DIR)")
+    q.add_argument("--course", default=None, help="course.yml or its folder (default: as for build)")
+    q.set_defaults(func=cohort)
+    p = sub.add_parser("dist", help="build what learners get (no solutions, hidden tests or keys)")
+    acts = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = acts.add_parser("learner", help="copy the learner's part of the course into a new folder, scanned")
+    q.add_argument("dest", help="a new or empty folder")
+    q.add_argument("--course", default=None, help="course.yml or its folder (default: as for build)")
+    q.set_defaults(func=dist)
     p = sub.add_parser("serve", help="serve a zoo model over HTTP on 127.0.0.1 (Ctrl-C stops it)")
     p.add_argument("--model", default="digits-cnn", help="zoo model name (default: digits-cnn)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address only (default: 127.0.0.1)")

@@ -286,7 +286,7 @@ def test_the_reference_solution_picks_the_letters_the_hidden_tests_accept(path: 
     """A cheap guard for rewritten options: the solution cell and the stored hash agree."""
     lesson = path.parent.name[:2]
     nb = nbformat.read(path, as_version=4)
-    solved = {}
+    solved: dict[str, str] = {}
     for cell in nb.cells:
         if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
             body = cell.source.split("### BEGIN SOLUTION", 1)[1]

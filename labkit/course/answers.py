@@ -62,6 +62,7 @@ __all__ = [
     "expect_raises",
     "export_key",
     "init_cohort_secret",
+    "lesson_key",
     "load_answer_key",
     "number_hash",
     "seal",
@@ -253,8 +254,12 @@ def init_cohort_secret(course_root: str | os.PathLike[str], *, force: bool = Fal
 # --------------------------------------------------------------------------- sealing
 
 
-def _lesson_key(secret: bytes, lesson: str) -> bytes:
-    """The lesson's own HMAC key, derived from the cohort secret with HKDF-SHA256."""
+def lesson_key(secret: bytes, lesson: str) -> bytes:
+    """The HMAC key of ``lesson``, derived from the cohort ``secret`` with HKDF-SHA256.
+
+    A sealed key exported for one lesson holds only this key: it opens no other lesson and
+    does not give the cohort secret away.
+    """
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"labkit answer key {lesson}".encode())
     return hkdf.derive(secret)
 
@@ -308,7 +313,7 @@ class SealedKey:
 
 def seal(key: Mapping[str, Expected], secret: bytes, lesson: str) -> SealedKey:
     """The sealed key of ``lesson``'s questions in ``key``, under the cohort ``secret``."""
-    sealed = SealedKey(lesson, _lesson_key(secret, lesson), {})
+    sealed = SealedKey(lesson, lesson_key(secret, lesson), {})
     questions: dict[str, tuple[str, float | None]] = {}
     for qid, expected in key.items():
         if _lesson_of(qid) != lesson:
