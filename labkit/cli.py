@@ -185,6 +185,19 @@ def dist(args: argparse.Namespace) -> int:
     return 0
 
 
+def feedback(args: argparse.Namespace) -> int:
+    """Append the worked solutions (never an exam's) to the feedback HTML under a folder."""
+    from labkit.course.commands import course_to_write
+    from labkit.course.dist import add_solutions_to_feedback
+
+    course = course_to_write(args.course)
+    changed = add_solutions_to_feedback(course.root, args.folder)
+    for path in changed:
+        print(f"added the worked solution to {path}")
+    print(f"{len(changed)} feedback file(s) now carry the worked solution")
+    return 0
+
+
 class _Version(argparse.Action):
     """``--version``: imports labkit (and torch) only when asked."""
 
@@ -239,6 +252,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("dest", help="a new or empty folder")
     q.add_argument("--course", default=None, help="course.yml or its folder (default: as for build)")
     q.set_defaults(func=dist)
+    p = sub.add_parser("feedback", help="what goes with the feedback learners fetch (instructor)")
+    acts = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = acts.add_parser("solutions", help="append worked solutions (lessons, not the exam) to feedback HTML")
+    q.add_argument(
+        "folder", help="feedback folder: <learner>/<lesson>/<notebook>.html (nbgrader's feedback/)"
+    )
+    q.add_argument("--course", default=None, help="course.yml or its folder (default: as for build)")
+    q.set_defaults(func=feedback)
     p = sub.add_parser("serve", help="serve a zoo model over HTTP on 127.0.0.1 (Ctrl-C stops it)")
     p.add_argument("--model", default="digits-cnn", help="zoo model name (default: digits-cnn)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address only (default: 127.0.0.1)")

@@ -13,7 +13,13 @@ import pytest
 
 from labkit.cli import main
 from labkit.course import answers, load_course
-from labkit.course.dist import LEARNER_PATHS, DistError, build_learner_dist, scan_for_answer_material
+from labkit.course.dist import (
+    LEARNER_PATHS,
+    DistError,
+    add_solutions_to_feedback,
+    build_learner_dist,
+    scan_for_answer_material,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "a-cohort-secret-for-the-dist-test-" + "7" * 16
@@ -158,3 +164,25 @@ def test_a_hidden_check_on_a_learner_machine_says_what_is_missing(dist: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert "AnswerKeyError: 00-q1 is checked against the instructor's answer key" in done.stdout
+
+
+def test_worked_solutions_go_into_lesson_feedback_but_never_the_exam(tmp_path: Path) -> None:
+    page = "<html><body><p>your feedback</p></body></html>"
+    lesson = tmp_path / "feedback" / "alice" / "00-welcome" / "welcome.html"
+    exam = tmp_path / "feedback" / "alice" / "17-certification-exam" / "certification_exam.html"
+    for path in (lesson, exam):
+        path.parent.mkdir(parents=True)
+        path.write_text(page)
+    assert main(["feedback", "solutions", str(tmp_path / "feedback"), "--course", str(ROOT)]) == 0
+    assert exam.read_text() == page, "the exam's solutions are never released"
+    text = lesson.read_text()
+    assert text.startswith("<html><body><p>your feedback</p>") and text.endswith("</body></html>")
+    assert 'id="labkit-worked-solution"' in text and "prompt injection" in text, "the quiz answers are there"
+    for leak in ("BEGIN HIDDEN TESTS", "BEGIN SOLUTION", "check_answer("):
+        assert leak not in text, leak
+    # a written question's rubric and model answer are part of the worked solution; nothing else may be
+    scanned = [
+        str(f) for f in scan_for_answer_material(lesson.parent) if not f.what.startswith("a grader's rubric")
+    ]
+    assert scanned == [], scanned
+    assert add_solutions_to_feedback(ROOT, tmp_path / "feedback") == [], "a second run changes nothing"

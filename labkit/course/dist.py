@@ -10,6 +10,9 @@ reads every copied file for anything that gives answers away; a finding aborts t
 Only files that git does not ignore are copied when the course is a git checkout (no caches,
 backups, virtual environments or local secrets); the copy has no ``.git`` folder, so none of the
 instructor's history comes with it. Publish it as a fresh repository or an archive.
+
+Self-study learners may see a lesson's worked solution after they submit it:
+:func:`add_solutions_to_feedback` appends it to their nbgrader feedback (never for an exam).
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ import nbformat
 
 from labkit.course.answers import cohort_secret, lesson_key
 
-__all__ = ["LEARNER_PATHS", "DistError", "Finding", "build_learner_dist", "scan_for_answer_material"]
+__all__ = [
+    "LEARNER_PATHS",
+    "DistError",
+    "Finding",
+    "add_solutions_to_feedback",
+    "build_learner_dist",
+    "render_solution",
+    "scan_for_answer_material",
+]
 
 # What a learner gets, relative to the course root. Everything else stays with the instructor.
 LEARNER_PATHS: tuple[str, ...] = (
@@ -228,3 +239,76 @@ def build_learner_dist(course_root: str | os.PathLike[str], dest: str | os.PathL
             "removed: " + "; ".join(map(str, findings))
         )
     return written
+
+
+# --------------------------------------------------------------------------- worked solutions
+
+SOLUTION_SECTION = "labkit-worked-solution"
+_SOLUTION_MARK = re.compile(r"^[ \t]*#+[ \t]*(BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)
+
+
+def render_solution(course_root: str | os.PathLike[str], lesson: str) -> str:
+    """The reference solution of ``lesson`` as an HTML fragment, for a learner who submitted.
+
+    Hidden tests and mark schemes are removed (nbgrader's own ``ClearHiddenTests`` and
+    ``ClearMarkScheme``), and so are the solution-region markers. An exam (a notebook whose
+    cells carry ``exam`` metadata) raises :class:`DistError`: its solutions are never released.
+    """
+    from nbconvert import HTMLExporter
+    from nbgrader.preprocessors import ClearHiddenTests, ClearMarkScheme
+
+    from labkit.course.manifest import load_course
+
+    course = load_course(Path(course_root) / "course.yml")
+    try:
+        found = course.lesson(lesson)
+    except KeyError as err:
+        raise DistError(str(err.args[0])) from None
+    path = course.root / "solutions" / found.slug / str(found.notebook)
+    nb = nbformat.read(path, as_version=4)
+    if any("exam" in cell.metadata for cell in nb.cells):
+        raise DistError(f"{found.slug} is an exam: its solutions are never released to learners")
+    for step in (ClearHiddenTests(), ClearMarkScheme()):
+        nb, _ = step.preprocess(nb, {})
+    for cell in nb.cells:
+        cell.source = _SOLUTION_MARK.sub("", cell.source)
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
+    if _REGION.search(body) or _HASHED_CHECK.search(body) or "HIDDEN TESTS" in body:
+        raise DistError(f"{found.slug}: the rendered solution still holds hidden-test material")
+    return body
+
+
+def add_solutions_to_feedback(
+    course_root: str | os.PathLike[str], feedback: str | os.PathLike[str]
+) -> list[Path]:
+    """Append the worked solution to every feedback HTML of a non-exam lesson under ``feedback``.
+
+    ``feedback`` is laid out ``<learner>/<lesson slug or id>/<notebook>.html`` (nbgrader's
+    ``feedback/`` and ``labkit grade``'s ``grades/feedback/``). nbgrader's ``release_feedback``
+    ships exactly those files, so the solution travels inside them. Files that already have
+    the solution, and exam lessons, are left alone. Returns the files changed.
+    """
+    from labkit.course.manifest import load_course
+
+    course = load_course(Path(course_root) / "course.yml")
+    rendered: dict[str, str | None] = {}
+    changed = []
+    for html in sorted(Path(feedback).glob("*/*/*.html")):
+        try:
+            lesson = course.lesson(html.parent.name)
+        except KeyError:
+            continue
+        if lesson.slug not in rendered:
+            try:
+                rendered[lesson.slug] = render_solution(course.root, lesson.slug)
+            except DistError:
+                rendered[lesson.slug] = None  # the exam
+        body = rendered[lesson.slug]
+        text = html.read_text(encoding="utf-8")
+        if body is None or SOLUTION_SECTION in text or html.stem != Path(str(lesson.notebook)).stem:
+            continue
+        section = f'<section id="{SOLUTION_SECTION}"><h1>Worked solution</h1>\n{body}\n</section>\n'
+        cut = text.lower().rfind("</body>")
+        html.write_text(text[:cut] + section + text[cut:] if cut >= 0 else text + section, encoding="utf-8")
+        changed.append(html)
+    return changed
