@@ -109,6 +109,11 @@ def test_the_exported_key_checks_in_the_grader_and_reveals_no_answer(
     assert check_number("00-q9", 0.255, tolerance=0.01) and not check_number("00-q9", 0.3, tolerance=0.01)
     with pytest.raises(AnswerKeyError, match="sealed key of lesson 01 cannot be read"):
         check_answer("01-q1", "c")
+    # a grading run whose export failed: no fallback to the course's key, even where there is one
+    monkeypatch.setenv(answers.KEY_DIR_ENV, "")
+    monkeypatch.setenv("LABKIT_COURSE", str(course / "course.yml"))
+    with pytest.raises(AnswerKeyError, match="set but empty"):
+        check_answer("00-q1", "b")
 
 
 def test_a_new_secret_rekeys_every_lesson(

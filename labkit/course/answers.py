@@ -17,7 +17,8 @@ Changing the secret re-keys every lesson: sealed keys exported before no longer 
 check finds its key:
 
 1. ``LABKIT_ANSWER_KEY_DIR`` (set by the grader's trusted process): the sealed key of the
-   question's lesson written there by :func:`export_key`. Nothing else is tried.
+   question's lesson written there by :func:`export_key`. Nothing else is tried; set but empty,
+   it means a grading run without a key, and every check raises :class:`AnswerKeyError`.
 2. The instructor's key file of the course (``LABKIT_COURSE``, else the working directory or its
    parents, else the checkout labkit was installed from), sealed in memory with the cohort
    secret; where the instructor set none, with a random secret that lives only in this process
@@ -377,6 +378,11 @@ def _sealed_for(question: str) -> SealedKey:
     """The sealed key that checks ``question`` (see the module docstring for the order)."""
     lesson = _lesson_of(question)
     folder = os.environ.get(KEY_DIR_ENV)
+    if folder is not None and not folder.strip():
+        raise AnswerKeyError(
+            f"{KEY_DIR_ENV} is set but empty: this grading run has no exported answer key for lesson "
+            f"{lesson} (export_key needs the cohort secret: 'labkit cohort init' or {SECRET_ENV})"
+        )
     if folder:
         path = _sealed_file(Path(folder), lesson)
         try:
