@@ -76,6 +76,24 @@ def test_a_copy_without_the_key_says_so(course: Path) -> None:
         check_answer("q1", "b")
 
 
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ("00-q1: 0.5", "a number needs a tolerance"),
+        ("00-q1: {number: 0.5}", "expected {number"),
+        ("00-q1: {number: 0.5, tolerance: 0}", "tolerance must be a finite number > 0"),
+        ("00-q1: yes", "quote the answer"),
+        ("q1: b", "question ids look like '00-q1'"),
+    ],
+)
+def test_a_bad_key_entry_is_named(course: Path, entry: str, match: str) -> None:
+    (course / "instructor" / "answer_key.yml").write_text(f"questions:\n  {entry}\n")
+    with pytest.raises(
+        AnswerKeyError, match=re.escape("answer_key.yml: questions[") + ".*" + re.escape(match)
+    ):
+        answers.load_answer_key(course)
+
+
 def test_a_question_missing_from_the_key_is_named(course: Path) -> None:
     with pytest.raises(AnswerKeyError, match="no question '00-q7'"):
         check_answer("00-q7", "b")

@@ -184,6 +184,10 @@ def load_answer_key(course_root: str | os.PathLike[str]) -> dict[str, Expected]:
             key[str(qid)] = Expected(float(answer["number"]), tol)
         elif answer is None or isinstance(answer, float):
             raise AnswerKeyError(f"{where}: a number needs a tolerance ({{number: ..., tolerance: ...}})")
+        elif isinstance(answer, bool):
+            raise AnswerKeyError(
+                f"{where}: YAML read {answer!r} as a boolean; quote the answer ('yes', 'no')"
+            )
         else:
             key[str(qid)] = Expected(answer)
     return key
