@@ -104,7 +104,11 @@ SANDBOX_HOME = "/home/learner"
 SANDBOX_WORK = SANDBOX_HOME + "/work"
 SANDBOX_CONNECTION = "/run/labkit/connection.json"
 SANDBOX_COURSE = "/run/labkit/course.yml"
+# Only in the trusted checker kernel's sandbox: the learner kernel's connection file and the key.
+SANDBOX_PEER = "/run/labkit/peer.json"
+SANDBOX_ANSWER_KEY = "/run/labkit/answer-key"
 SANDBOX_UID = 1000
+CHECKER_KERNEL = "labkit-checker"
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,10 @@ class SandboxJob:
 
     ``uid`` is the account the worker drops to when started as root (chosen per job, see
     :func:`job_uid`); ``trust`` runs the kernel without bubblewrap (only with
-    ``--trust-submissions``).
+    ``--trust-submissions``). ``course_root`` is the instructor's course (for the answer key;
+    found from the working folder when not given); :func:`start_worker` fills in
+    ``answer_key_dir``, the lesson's sealed key for the checker kernel, or
+    ``answer_key_problem``, why there is none.
     """
 
     student: str
@@ -177,6 +184,9 @@ class SandboxJob:
     cache_dir: str | None = None
     uid: int = -1
     trust: bool = False
+    course_root: str | None = None
+    answer_key_dir: str | None = None
+    answer_key_problem: str | None = None
 
 
 def job_uid() -> int:
@@ -255,8 +265,40 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _export_answer_key(job: SandboxJob) -> None:
+    """Write the lesson's sealed answer key beside the job for its checker kernel (parent side:
+    the worker and its kernels never see the instructor's key file or the cohort secret).
+
+    Uses :func:`labkit.course.answers.export_key`; a course or lesson without one, or a host
+    without a cohort secret, leaves ``job.answer_key_problem`` saying why (quiz checks then fail).
+    """
+    from labkit.course import answers
+
+    export = getattr(answers, "export_key", None)
+    if export is None or job.answer_key_dir is not None:
+        return
+    from labkit.course.manifest import find_course_file
+
+    root = Path(job.course_root) if job.course_root else None
+    if root is None:
+        found = find_course_file()
+        root = found.resolve().parent if found is not None else None
+    if root is None:
+        job.answer_key_problem = "no course folder to read the answer key from"
+        return
+    dest = Path(job.result_path).parent / "answer-key"
+    dest.mkdir(mode=0o700)
+    try:
+        export(root, job.lesson, dest)
+    except Exception as err:
+        job.answer_key_problem = f"no answer key for the checker ({type(err).__name__}: {err})"[:300]
+        return
+    job.answer_key_dir = str(dest)
+
+
 def start_worker(job: SandboxJob, *, log_path: Path) -> subprocess.Popen[bytes]:
     """Start the worker process for ``job`` (its own process group; output to ``log_path``)."""
+    _export_answer_key(job)
     payload = json.dumps({**asdict(job), "limits": asdict(job.limits)})
     env = _clean_env()
     log = open(log_path, "wb")
@@ -597,12 +639,15 @@ def kernel_sandbox_argv(
     command: list[str],
     bwrap: str = "bwrap",
     course_file: str | None = None,
+    extra_binds: dict[str, str] | None = None,
 ) -> list[str]:
     """The bubblewrap command line that runs ``command`` (the kernel) in a minimal view.
 
     ``cache_files`` and ``work_files`` map host files to their path under the sandbox's cache
-    and working folder (read-only binds into size-capped tmpfs folders). The network namespace
-    is the caller's (the worker's private one), everything else is new.
+    and working folder (read-only binds into size-capped tmpfs folders); ``extra_binds`` maps
+    host paths to absolute sandbox paths (read-only; the checker kernel's peer connection file
+    and answer key). The network namespace is the caller's (the worker's private one),
+    everything else is new.
     """
     size = str(file_mb * 1024 * 1024)
     python_paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.prefix)}
@@ -642,6 +687,8 @@ def kernel_sandbox_argv(
         args += ["--ro-bind", src, f"{SANDBOX_WORK}/{rel}"]
     if course_file:
         args += ["--ro-bind", course_file, SANDBOX_COURSE]
+    for src, dest in sorted((extra_binds or {}).items()):
+        args += ["--ro-bind", src, dest]
     data = env.get("LABKIT_DATA")
     if data and Path(data).is_dir():
         args += ["--ro-bind", data, data]
@@ -721,7 +768,33 @@ def _kernel_main(argv: list[str]) -> None:
     _set_limit("RLIMIT_FSIZE", int(config["file_mb"]) * 1024 * 1024)
     _set_limit("RLIMIT_CORE", 0)
     inner = [sys.executable, "-c", ";".join(_ENTRY_FAST), "kernel-inner", str(config["processes"])]
+    # The trusted checker kernel reads the learner kernel's connection file (named by the worker
+    # when it starts the checker) and, where the lesson has one, the answer key.
+    extra_env: dict[str, str] = {}
+    binds: dict[str, str] = {}
+    if config.get("role") == "trusted":
+        peer = os.environ.get("LABKIT_PEER_CONNECTION", "")
+        if not peer or not Path(peer).is_file():
+            raise SystemExit(
+                "the trusted kernel needs LABKIT_PEER_CONNECTION (the learner kernel's connection file)"
+            )
+        extra_env["LABKIT_PEER_TIMEOUT"] = str(config.get("peer_timeout", 60))
+        key = config.get("answer_key")
+        if config.get("trust"):
+            extra_env["LABKIT_PEER_CONNECTION"] = peer
+            if key:
+                extra_env["LABKIT_ANSWER_KEY_DIR"] = str(key)
+        else:
+            binds[peer] = SANDBOX_PEER
+            extra_env["LABKIT_PEER_CONNECTION"] = SANDBOX_PEER
+            if key:
+                binds[str(key)] = SANDBOX_ANSWER_KEY
+                extra_env["LABKIT_ANSWER_KEY_DIR"] = SANDBOX_ANSWER_KEY
+    else:
+        os.environ.pop("LABKIT_PEER_CONNECTION", None)
+        os.environ.pop("LABKIT_ANSWER_KEY_DIR", None)
     if config.get("trust"):
+        os.environ.update(extra_env)
         os.execv(sys.executable, [*inner, *rest])
     bwrap = str(config["bwrap"])
     conn_fd = os.open(connection, os.O_RDONLY | os.O_NOFOLLOW)
@@ -736,12 +809,13 @@ def _kernel_main(argv: list[str]) -> None:
         connection_fd=conn_fd,
         seccomp_fd=seccomp_fd,
         file_mb=int(config["file_mb"]),
-        env=_sandbox_env(os.environ),
+        env={**_sandbox_env(os.environ), **extra_env},
         cache_files=dict(config.get("cache_files", {})),
         work_files=dict(config.get("work_files", {})),
         command=[*inner, *rest],
         bwrap=bwrap,
         course_file=config.get("course_file"),
+        extra_binds=binds,
     )
     for fd in (conn_fd, seccomp_fd):
         if fd is not None:
@@ -853,12 +927,22 @@ def _error_output(ename: str, evalue: str) -> Any:
     return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
-def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> type:
-    """nbgrader's Execute preprocessor with the integrity checks, an output cap over every message
-    type, the execute reply of each graded cell recorded for the scorer, and timeouts that
-    restart a kernel which does not stop when interrupted."""
+def _guarded_execute_class(output_bytes: int, *, plan: Any = None, restart_grace: float = 5.0) -> type:
+    """nbgrader's Execute preprocessor with two kernels, an output cap over every message type,
+    the execute reply of each graded cell recorded for the scorer, and timeouts that restart a
+    kernel which does not stop when interrupted.
+
+    With ``plan`` (:func:`labkit.course.cellplan.plan_cells` of the released notebook) every
+    test cell runs in the trusted checker kernel, after the lesson's trusted cells and with the
+    learner names it reads bound from the learner's kernel (:mod:`labkit.course.remote`); the
+    learner's kernel runs every other cell, then the visible part of each test cell (its
+    outcome ignored) so that later cells see the names they saw before. Without ``plan`` every
+    cell runs in the learner's kernel (the old single-kernel grading, for tests).
+    """
+    import asyncio
     from queue import Empty
 
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient.exceptions import DeadKernelError
     from nbclient.util import ensure_async, run_sync
     from nbformat.notebooknode import NotebookNode
@@ -868,12 +952,112 @@ def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> 
         """The cell ran past its time limit and the kernel did not answer the interrupt."""
 
     class GuardedExecute(Execute):
+        km: Any
+        kc: Any
         _snapshot_taken = False
         _dead = False
         _tampered: str | None = None
         _out_bytes = 0
         _interrupted = False
         _interrupt_task: Any = None
+        # The trusted checker kernel
+        _t_km: Any = None
+        _t_kc: Any = None
+        _t_ready: Any = None
+        _t_dead = False
+        _t_done: set[str] = set()  # noqa: RUF012 - replaced per instance
+        _t_history: list[str] = []  # noqa: RUF012 - replaced per instance
+        _t_segment: Any = None
+
+        async def async_start_new_kernel(self, **kwargs: Any) -> None:
+            await super().async_start_new_kernel(**kwargs)
+            if plan is None:
+                return
+            # The checker starts while the learner's kernel does; it runs the trusted cells
+            # before the first test in the background while the learner's cells run.
+            self._t_done, self._t_history = set(), []
+            self._t_km = AsyncKernelManager(kernel_name=CHECKER_KERNEL)
+            env = {**os.environ, "LABKIT_PEER_CONNECTION": str(self.km.connection_file)}
+            await ensure_async(self._t_km.start_kernel(env=env))
+            self._t_kc = self._t_km.client()
+            self._t_kc.start_channels()
+            self._t_ready = asyncio.ensure_future(self._t_kc.wait_for_ready(timeout=self.startup_timeout))
+            self._t_segment = asyncio.ensure_future(self._t_catch_up(None))
+
+        async def _async_cleanup_kernel(self) -> None:
+            if self._t_km is not None:
+                with contextlib.suppress(Exception):
+                    if self._t_segment is not None:
+                        self._t_segment.cancel()
+                    self._t_kc.stop_channels()
+                    await ensure_async(self._t_km.shutdown_kernel(now=True))
+                self._t_km = self._t_kc = None
+            await super()._async_cleanup_kernel()
+
+        async def _quiet(self, kc: Any, km: Any, code: str, timeout: float) -> tuple[str, str]:
+            """Run ``code`` in a kernel, its output discarded: (reply status, first error)."""
+            errors: list[str] = []
+
+            def hook(msg: dict[str, Any]) -> None:
+                if msg.get("msg_type") == "error" and not errors:
+                    content = msg.get("content", {})
+                    errors.append(f"{content.get('ename')}: {str(content.get('evalue'))[:200]}")
+
+            try:
+                reply = await kc.execute_interactive(
+                    code, store_history=False, allow_stdin=False, output_hook=hook, timeout=timeout
+                )
+            except TimeoutError:
+                await ensure_async(km.interrupt_kernel())
+                try:
+                    await kc.execute_interactive("", silent=True, timeout=restart_grace, output_hook=hook)
+                except TimeoutError:
+                    raise KernelStuck() from None
+                return "timeout", f"stopped after {timeout:.0f} s"
+            return str(reply.get("content", {}).get("status")), (errors[0] if errors else "")
+
+        async def _t_run_trusted(self, source: str) -> None:
+            try:
+                status, error = await self._quiet(self._t_kc, self._t_km, source, self.timeout or 600)
+            except KernelStuck:
+                status, error = "stuck", "deaf to the interrupt"
+            self._t_history.append(source)
+            if status != "ok":
+                _EVENTS.append(f"checker: a lesson cell failed in the trusted kernel ({error or status})")
+
+        async def _t_catch_up(self, upto: str | None) -> None:
+            """Run the trusted cells the checker has not run yet, up to the test ``upto`` (or
+            those before the first test when ``None``)."""
+            await self._t_ready
+            for grade_id in plan.order:
+                if grade_id not in self._t_done:
+                    self._t_done.add(grade_id)
+                    for source in plan.tests[grade_id].trusted_before:
+                        await self._t_run_trusted(source)
+                if grade_id == upto or upto is None:
+                    return
+
+        async def _t_restart(self) -> None:
+            """Restart a deaf checker and run again the trusted cells it had run."""
+            await ensure_async(self._t_km.restart_kernel(now=True))
+            await ensure_async(self._t_kc.wait_for_ready(timeout=self.startup_timeout))
+            history, self._t_history = self._t_history, []
+            for source in history:
+                await self._t_run_trusted(source)
+
+        async def _settle_learner(self) -> None:
+            """After a test, the learner's kernel must be idle (a learner function the test
+            called may still run there): interrupt it, and restart it if it does not stop."""
+            try:
+                await self.kc.execute_interactive("", silent=True, timeout=1, output_hook=lambda m: None)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self._quiet(self.kc, self.km, "", restart_grace)
+            except KernelStuck:
+                _EVENTS.append("the learner's kernel ignored the interrupt after a test; it was restarted")
+                await self._restart()
 
         async def _guard(self, snapshot: bool) -> str | None:
             expr = (
@@ -924,6 +1108,90 @@ def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> 
                 _REPLIES[grade_id] = str((exec_reply or {}).get("content", {}).get("status", "none"))
             await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
+        async def _run_counted(
+            self, cell: NotebookNode, cell_index: int, execution_count: int | None, store_history: bool
+        ) -> NotebookNode:
+            """Execute ``cell`` in the kernel of ``self.kc``, output capped, deaf kernels restarted."""
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {cell_index}")
+            self._out_bytes = 0
+            self._interrupted = False
+            try:
+                result: NotebookNode = await super().async_execute_cell(
+                    cell, cell_index, execution_count, store_history
+                )
+            except KernelStuck:
+                _EVENTS.append(
+                    f"{grade_id}: over the {self.timeout} s cell time limit and deaf to the interrupt; "
+                    "the kernel was restarted (later cells ran in a fresh kernel)"
+                )
+                cell.outputs.append(
+                    _error_output("CellTimeoutError", f"stopped after {self.timeout} s; kernel restarted")
+                )
+                await self._restart()
+                return cell
+            if self._interrupted:
+                _EVENTS.append(f"{grade_id}: output over {output_bytes // 1024} KiB, cell interrupted")
+                cell.outputs.append(
+                    _error_output("OutputLimitExceeded", f"more than {output_bytes // 1024} KiB of output")
+                )
+            return result
+
+        async def _run_test_in_checker(
+            self, cell: NotebookNode, cell_index: int, execution_count: int | None, store_history: bool
+        ) -> NotebookNode:
+            grade_id = cell.metadata["nbgrader"]["grade_id"]
+            step = plan.tests.get(grade_id)
+            if step is None:
+                cell.outputs = [_error_output("NotATest", "not a test cell of this lesson; not run")]
+                return cell
+            if self._t_dead:
+                cell.outputs = [_error_output("KernelDied", "not run: the checker kernel stopped earlier")]
+                return cell
+            if self._t_segment is not None:
+                await self._t_segment
+                self._t_segment = None
+            await self._t_catch_up(grade_id)
+            if step.learner_names or step.shared_names:
+                call = f"bind({step.learner_names!r}, {step.shared_names!r})"
+                status, error = await self._quiet(
+                    self._t_kc,
+                    self._t_km,
+                    f"__import__('labkit.course.remote', fromlist=['bind']).{call}",
+                    self.timeout or 600,
+                )
+                if status != "ok":
+                    _EVENTS.append(
+                        f"checker: {grade_id}: learner names could not be bound ({error or status})"
+                    )
+            learner = (self.km, self.kc)
+            self.km, self.kc = self._t_km, self._t_kc
+            try:
+                result = await self._run_counted(cell, cell_index, execution_count, store_history)
+                if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+                    await self._t_restart()
+            except DeadKernelError:
+                self._t_dead = True
+                _EVENTS.append(f"the checker kernel stopped in {grade_id}")
+                cell.outputs = [_error_output("KernelDied", "the checker kernel stopped")]
+                result = cell
+            finally:
+                self.km, self.kc = learner
+            await self._settle_learner()
+            # The learner's kernel runs the visible tests too (outcome ignored): later cells may
+            # read names they assign, as they did when everything ran in one kernel.
+            visible = step.source.split("### BEGIN HIDDEN TESTS")[0]
+            if visible.strip() and not self._dead:
+                with contextlib.suppress(KernelStuck):
+                    await self._quiet(self.kc, self.km, visible, self.timeout or 600)
+            self._t_segment = asyncio.ensure_future(self._t_catch_up(self._next_test(grade_id)))
+            return result
+
+        @staticmethod
+        def _next_test(grade_id: str) -> str | None:
+            order = list(plan.order)
+            i = order.index(grade_id) + 1
+            return order[i] if i < len(order) else ""
+
         async def async_execute_cell(
             self,
             cell: NotebookNode,
@@ -936,6 +1204,7 @@ def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> 
             meta = cell.metadata.get("nbgrader", {})
             grade_id = meta.get("grade_id", f"cell {cell_index}")
             _REPLIES.pop(grade_id, None)
+            is_test = bool(meta.get("grade")) and not meta.get("solution")
             if self._dead:
                 cell.outputs = [_error_output("KernelDied", "not run: the kernel stopped earlier")]
                 return cell
@@ -943,49 +1212,30 @@ def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> 
                 if not self._snapshot_taken:
                     self._snapshot_taken = True
                     await self._guard(snapshot=True)
-                is_test = bool(meta.get("grade")) and not meta.get("solution")
                 if is_test and self._tampered is None:
                     found = await self._guard(snapshot=False)
                     if found:
+                        # Advisory only: the score comes from the checker kernel either way.
                         self._tampered = found
-                        _EVENTS.append(f"tampering detected before {grade_id}: {found}")
+                        _EVENTS.append(f"advisory: before {grade_id} the submission replaced {found}")
+                if is_test and plan is not None:
+                    return await self._run_test_in_checker(cell, cell_index, execution_count, store_history)
                 if is_test and self._tampered is not None:
                     cell.outputs = [
                         _error_output("IntegrityError", f"not run: the submission replaced {self._tampered}")
                     ]
                     return cell
-                self._out_bytes = 0
-                self._interrupted = False
-                try:
-                    result: NotebookNode = await super().async_execute_cell(
-                        cell, cell_index, execution_count, store_history
-                    )
-                except KernelStuck:
-                    _EVENTS.append(
-                        f"{grade_id}: over the {self.timeout} s cell time limit and deaf to the interrupt; "
-                        "the kernel was restarted (later cells ran in a fresh kernel)"
-                    )
-                    cell.outputs.append(
-                        _error_output("CellTimeoutError", f"stopped after {self.timeout} s; kernel restarted")
-                    )
-                    await self._restart()
-                    return cell
-                if self._interrupted:
-                    _EVENTS.append(f"{grade_id}: output over {output_bytes // 1024} KiB, cell interrupted")
-                    cell.outputs.append(
-                        _error_output(
-                            "OutputLimitExceeded", f"more than {output_bytes // 1024} KiB of output"
-                        )
-                    )
-                return result
+                return await self._run_counted(cell, cell_index, execution_count, store_history)
             except DeadKernelError:
                 self._dead = True
                 _EVENTS.append(f"kernel stopped in {grade_id} (CPU-time, memory or process limit)")
                 cell.outputs = [_error_output("KernelDied", "the kernel stopped (a resource limit was hit)")]
                 return cell
 
-        # nbclient binds its synchronous wrapper to the base class's coroutine: rebind it.
+        # nbclient binds its synchronous wrappers to the base class's coroutines: rebind them.
         execute_cell = run_sync(async_execute_cell)
+        start_new_kernel = run_sync(async_start_new_kernel)
+        _cleanup_kernel = run_sync(_async_cleanup_kernel)
 
         def process_message(
             self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
@@ -997,8 +1247,6 @@ def _guarded_execute_class(output_bytes: int, *, restart_grace: float = 5.0) -> 
                 if self._out_bytes > output_bytes:
                     if not self._interrupted:
                         self._interrupted = True
-                        import asyncio
-
                         self._interrupt_task = asyncio.ensure_future(self.km.interrupt_kernel())
                     return None
             out: NotebookNode | None = super().process_message(msg, cell, cell_index)
@@ -1152,6 +1400,10 @@ def _prepare(job: SandboxJob, isolated: list[str]) -> Path:
             for name in (*dirs, *files):
                 os.chown(os.path.join(root, name), job.uid, job.uid, follow_symlinks=False)
         os.chown(base, job.uid, job.uid)
+        if job.answer_key_dir:  # the checker kernel runs as the job's account too
+            key = Path(job.answer_key_dir)
+            for path in (key, *key.iterdir()):
+                os.chown(path, job.uid, job.uid, follow_symlinks=False)
         _drop_to(job.uid)
         isolated.append("worker-own-account")
     return base
@@ -1162,6 +1414,7 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     from nbgrader.api import Gradebook
     from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput
 
+    from labkit.course.cellplan import plan_cells
     from labkit.course.manifest import load_course
     from labkit.course.nbgrader_setup import nbgrader_config
 
@@ -1182,25 +1435,35 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     isolated.append("kernel-sandbox" if bwrap else "kernel-unsandboxed")
     if bwrap and seccomp_filter() is not None:
         isolated.append("seccomp")
+    kernel_settings = {
+        "trust": job.trust,
+        "bwrap": bwrap,
+        "cpu_seconds": limits.cpu_seconds,
+        "memory_mb": limits.memory_mb,
+        "processes": limits.processes,
+        "file_mb": limits.file_mb,
+        "course_file": str(course_root / "course.yml"),
+        "cache_files": _files_under(base / "cache", skip_suffixes=(".lock",)),
+        "work_files": _files_under(course_root / "lessons" / lesson.slug, skip_suffixes=(".ipynb",)),
+    }
     kernel_config = base / "kernel.json"
-    kernel_config.write_text(
-        json.dumps(
-            {
-                "trust": job.trust,
-                "bwrap": bwrap,
-                "cpu_seconds": limits.cpu_seconds,
-                "memory_mb": limits.memory_mb,
-                "processes": limits.processes,
-                "file_mb": limits.file_mb,
-                "course_file": str(course_root / "course.yml"),
-                "cache_files": _files_under(base / "cache", skip_suffixes=(".lock",)),
-                "work_files": _files_under(course_root / "lessons" / lesson.slug, skip_suffixes=(".ipynb",)),
-            }
-        )
-    )
+    kernel_config.write_text(json.dumps({**kernel_settings, "role": "learner"}))
+    # The trusted checker kernel: the same limits and view, plus the learner kernel's connection
+    # file and the lesson's answer key (neither is ever in the learner kernel's sandbox).
+    cell_seconds = int(limits.cell_seconds or course.profile(job.profile).cell_timeout)
+    checker = {**kernel_settings, "role": "trusted", "peer_timeout": cell_seconds + 10}
+    if job.answer_key_dir:
+        checker["answer_key"] = job.answer_key_dir
+        isolated.append("answer-key-checker-only")
+    elif job.answer_key_problem:
+        _EVENTS.append(job.answer_key_problem)
+    checker_config = base / "kernel-trusted.json"
+    checker_config.write_text(json.dumps(checker))
+    release = course_root / "lessons" / lesson.slug / str(lesson.notebook)
     runtime = base / "runtime"
     runtime.mkdir(mode=0o700)
     os.environ["JUPYTER_PATH"] = str(_write_kernelspec(base, kernel_config))
+    _write_kernelspec(base, checker_config, CHECKER_KERNEL)
     os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
     os.environ["JUPYTER_CONFIG_DIR"] = str(base / "jupyter-config")
     os.environ["JUPYTER_DATA_DIR"] = str(base / "jupyter-data")
@@ -1215,8 +1478,12 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     cfg = nbgrader_config(course, root=course_root, db_path=course_root / "gradebook.db", profile=job.profile)
     if limits.cell_seconds is not None:
         cfg.Execute.timeout = limits.cell_seconds
+    import nbformat
+
+    plan = plan_cells(nbformat.read(release, as_version=4))
+    isolated.append("trusted-checker")
     cfg.Autograde.autograde_preprocessors = [
-        _guarded_execute_class(limits.output_kb * 1024),
+        _guarded_execute_class(limits.output_kb * 1024, plan=plan),
         IgnorePattern,
         LimitOutput,
         _strict_grades_class(),
@@ -1234,7 +1501,7 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     done = api.autograde(lesson.slug, job.student, force=True)
     timings["autograde"] = time.perf_counter() - t0 - timings["setup"]
     if not done.get("success"):
-        log = str(done.get("error") or done.get("log") or "")
+        log = str(done.get("error") or "") + "\n" + str(done.get("log") or "")
         return {
             "status": "error",
             "reason": _autograde_failure(log),
@@ -1281,8 +1548,8 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     }
 
 
-def _write_kernelspec(root: Path, config: Path) -> Path:
-    spec_dir = root / "jupyter" / "kernels" / "python3"
+def _write_kernelspec(root: Path, config: Path, name: str = "python3") -> Path:
+    spec_dir = root / "jupyter" / "kernels" / name
     spec_dir.mkdir(parents=True)
     spec = {
         "argv": [
@@ -1294,7 +1561,7 @@ def _write_kernelspec(root: Path, config: Path) -> Path:
             "-f",
             "{connection_file}",
         ],
-        "display_name": "Python 3 (sandboxed)",
+        "display_name": "Python 3 (sandboxed)" if name == "python3" else "Python 3 (trusted checker)",
         "language": "python",
         # bubblewrap does not pass SIGINT on: interrupt through the control channel.
         "interrupt_mode": "message",

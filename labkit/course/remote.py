@@ -1,0 +1,946 @@
+"""The narrow interface between the trusted checker kernel and the learner's kernel.
+
+Grading runs two kernels per submission (:mod:`labkit.course.sandbox`). The checker runs the
+lesson's trusted cells and its tests and never executes learner code; every learner name a
+test reads is bound in the checker by :func:`bind`, which asks the learner's kernel for it
+over the Jupyter protocol (the learner kernel's connection file, read-only in the checker's
+sandbox, on the worker's private loopback). The learner kernel answers in :func:`_serve`.
+
+What crosses, and what it becomes in the checker:
+
+* **data** (``None``, ``bool``, ``int``, ``float``, ``str``, lists, tuples, sets, dicts with
+  string keys, NumPy arrays and torch tensors as ``.npy`` bytes read with
+  ``allow_pickle=False``): checker-native objects, with sizes and depth capped. Never a proxy
+  whose ``__eq__``/``__bool__``/``__float__`` would run learner code, never pickle;
+* **functions and classes**: call proxies. Arguments go over as data; objects the checker made
+  in a trusted cell and that the learner's kernel has under the same name (a zoo model, a data
+  set) go *by reference* to the learner kernel's object of that name; modules made only of
+  ``torch.nn``/``labkit`` classes go as their structure and tensors. The call runs in the
+  learner's kernel with the checker's random-number state, the result comes back as data, and
+  tensors, arrays and modules that the call changed in place are changed in the checker too;
+* **an exception**: re-raised in the checker as the nearest allowlisted builtin or ``labkit``
+  exception class in its hierarchy, message capped (``expect_raises`` keeps working);
+* **an ``nn.Module``**: rebuilt from its structure when every class in it is a ``torch.nn`` or
+  ``labkit`` class (the checker's own code then runs it), otherwise a :class:`RemoteModule`
+  whose forward pass and vector-Jacobian products are computed by the learner's kernel;
+* **anything else**: a :class:`RemoteObject` whose attributes, items and calls are fetched the
+  same way; it refuses to be used as a truth value.
+
+Learner code may replace :func:`_serve` in its own kernel: that changes only the values it
+returns, which the checker's tests still check.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import importlib
+import io
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["Peer", "RemoteError", "RemoteFunction", "RemoteModule", "RemoteObject", "bind"]
+
+MAX_BYTES = 64 * 1024 * 1024  # one request or reply
+MAX_DEPTH = 24
+MAX_ITEMS = 200_000
+MESSAGE_CHARS = 500  # of an exception's message
+MIME = "text/plain"
+# Exceptions re-raised in the checker as themselves; other classes become their nearest listed base.
+_BUILTIN_ERRORS = (
+    "ArithmeticError AssertionError AttributeError EOFError FileNotFoundError FloatingPointError "
+    "ImportError IndexError KeyError LookupError MemoryError ModuleNotFoundError NameError "
+    "NotImplementedError OSError OverflowError RecursionError RuntimeError StopIteration "
+    "TimeoutError TypeError UnboundLocalError UnicodeError ValueError ZeroDivisionError Warning "
+    "UserWarning RuntimeWarning"
+).split()
+
+
+class RemoteError(Exception):
+    """The learner's kernel raised something the checker does not re-raise as itself, did not
+    answer, or answered with something that is not a valid reply."""
+
+
+class CodecError(ValueError):
+    """A value that cannot cross between the kernels (too big, too deep, or not data)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec (both kernels)
+
+
+def _npy(array: Any) -> str:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _from_npy(text: str) -> Any:
+    import numpy as np
+
+    if not isinstance(text, str) or len(text) > MAX_BYTES * 4 // 3 + 8:
+        raise CodecError("an array payload that is not a string or is too large")
+    array = np.load(io.BytesIO(base64.b64decode(text, validate=True)), allow_pickle=False)
+    if array.dtype.kind not in "biufc":
+        raise CodecError(f"arrays of dtype {array.dtype} do not cross between kernels")
+    return array
+
+
+_DTYPES = ("float16 bfloat16 float32 float64 complex64 complex128 uint8 int8 int16 int32 int64 bool").split()
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.items = 0
+
+    def spend(self, size: int) -> None:
+        self.bytes += size
+        self.items += 1
+        if self.bytes > MAX_BYTES or self.items > MAX_ITEMS:
+            raise CodecError(f"a value larger than {MAX_BYTES >> 20} MiB or {MAX_ITEMS} items")
+
+
+def _tensor(t: Any, budget: _Budget) -> dict[str, Any]:
+
+    data = t.detach().to("cpu")
+    dtype = str(data.dtype).removeprefix("torch.")
+    if dtype not in _DTYPES:
+        raise CodecError(f"tensors of dtype {dtype} do not cross between kernels")
+    if dtype == "bfloat16":
+        data = data.float()
+    budget.spend(data.numel() * data.element_size())
+    return {"$tensor": _npy(data.numpy()), "dtype": dtype, "grad": bool(t.requires_grad)}
+
+
+def _untensor(d: dict[str, Any]) -> Any:
+    import torch
+
+    dtype = d.get("dtype")
+    if dtype not in _DTYPES:
+        raise CodecError(f"tensors of dtype {dtype!r} do not cross between kernels")
+    out = torch.from_numpy(_from_npy(d["$tensor"]).copy()).to(getattr(torch, str(dtype)))
+    if d.get("grad") is True and out.is_floating_point():
+        out.requires_grad_(True)
+    return out
+
+
+def _plain(obj: Any) -> bool:
+    return obj is None or isinstance(obj, bool | int | float | str)
+
+
+def encode(
+    obj: Any, other: Callable[[Any], Any] | None, budget: _Budget | None = None, depth: int = 0
+) -> Any:
+    """``obj`` as JSON-ready data; ``other(obj)`` encodes what is not data (or raises)."""
+    import numpy as np
+    import torch
+
+    budget = budget or _Budget()
+    if depth > MAX_DEPTH:
+        raise CodecError(f"a value nested deeper than {MAX_DEPTH} levels")
+    kind = type(obj)
+    if obj is None or kind in (bool, float):
+        budget.spend(8)
+        return obj
+    if kind is int:
+        if abs(obj) > 1 << 4096:
+            raise CodecError("an integer with more than 4096 bits")
+        budget.spend(8)
+        return obj
+    if kind is str:
+        budget.spend(len(obj))
+        return obj
+    if kind is list:
+        budget.spend(8)
+        return [encode(v, other, budget, depth + 1) for v in obj]
+    if kind is tuple or kind is torch.Size:
+        budget.spend(8)
+        return {"$tuple": [encode(v, other, budget, depth + 1) for v in obj]}
+    if kind in (set, frozenset):
+        budget.spend(8)
+        return {"$set": [encode(v, other, budget, depth + 1) for v in obj]}
+    if kind is dict and all(type(k) is str for k in obj):
+        budget.spend(8)
+        return {"$dict": {k: encode(v, other, budget, depth + 1) for k, v in obj.items()}}
+    if kind is torch.Tensor or kind is torch.nn.Parameter:
+        return _tensor(obj, budget)
+    if kind is np.ndarray or isinstance(obj, np.generic):
+        array = np.asarray(obj)
+        if array.dtype.kind not in "biufc":
+            raise CodecError(f"arrays of dtype {array.dtype} do not cross between kernels")
+        budget.spend(array.nbytes)
+        return {"$npy": _npy(array), "scalar": isinstance(obj, np.generic)}
+    if kind is torch.dtype:
+        return {"$dtype": str(obj).removeprefix("torch.")}
+    if kind is torch.device:
+        return {"$device": str(obj)}
+    if other is None:
+        raise CodecError(f"a {kind.__name__} is not data")
+    return other(obj)
+
+
+def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int = 0) -> Any:
+    """The inverse of :func:`encode`; ``other(tagged)`` decodes tags it does not know."""
+    import numpy as np
+    import torch
+
+    if depth > MAX_DEPTH:
+        raise CodecError(f"a value nested deeper than {MAX_DEPTH} levels")
+    if _plain(data):
+        return data
+    if type(data) is list:
+        return [decode(v, other, depth + 1) for v in data]
+    if type(data) is not dict or len(data) < 1:
+        raise CodecError(f"not a valid encoded value: {type(data).__name__}")
+    if "$tuple" in data:
+        return tuple(decode(v, other, depth + 1) for v in _list(data["$tuple"]))
+    if "$set" in data:
+        return set(decode(v, other, depth + 1) for v in _list(data["$set"]))
+    if "$dict" in data:
+        items = data["$dict"]
+        if type(items) is not dict:
+            raise CodecError("a dict payload that is not an object")
+        return {str(k): decode(v, other, depth + 1) for k, v in items.items()}
+    if "$tensor" in data:
+        return _untensor(data)
+    if "$npy" in data:
+        array = _from_npy(data["$npy"])
+        return array[()] if data.get("scalar") is True and array.ndim == 0 else array
+    if "$dtype" in data:
+        name = str(data["$dtype"])
+        if name not in _DTYPES:
+            raise CodecError(f"unknown dtype {name!r}")
+        return getattr(torch, name)
+    if "$device" in data:
+        return torch.device(str(data["$device"]))
+    _ = np
+    if other is None:
+        raise CodecError(f"unexpected tag {sorted(data)[:1]}")
+    return other(data)
+
+
+def _list(value: Any) -> list[Any]:
+    if type(value) is not list:
+        raise CodecError("a sequence payload that is not a list")
+    return value
+
+
+# Modules made only of trusted classes cross as their structure (rebuilt with the receiver's code).
+
+
+def _trusted_class(name: str) -> type:
+    import torch
+
+    module, _, qualname = name.partition(":")
+    if not (module == "torch.nn" or module.startswith(("torch.nn.", "labkit."))) or "<" in qualname:
+        raise CodecError(f"{name} is not a torch.nn or labkit class")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+        raise CodecError(f"{name} is not a module class")
+    return obj
+
+
+def describe_module(m: Any, budget: _Budget, depth: int = 0) -> dict[str, Any] | None:
+    """The structure and tensors of ``m`` when it and its children are plain ``torch.nn`` or
+    ``labkit`` modules without hooks; ``None`` otherwise."""
+    import torch
+
+    if depth > MAX_DEPTH:
+        return None
+    cls = type(m)
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        if _trusted_class(name) is not cls:
+            return None
+    except (CodecError, ImportError, AttributeError):
+        return None
+    base = _module_init_keys()
+    attrs: dict[str, Any] = {}
+    for key, value in vars(m).items():
+        if key in base:
+            if key not in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "training"):
+                if isinstance(value, dict | set) and value:
+                    return None  # a hook
+            continue
+        try:
+            attrs[key] = encode(value, None, budget)
+        except CodecError:
+            return None
+    children: dict[str, Any] = {}
+    for key, child in m._modules.items():
+        if child is None:
+            children[key] = None
+            continue
+        desc = describe_module(child, budget, depth + 1)
+        if desc is None:
+            return None
+        children[key] = desc
+    params = {
+        k: (None if p is None else _tensor(p, budget) | {"grad": bool(p.requires_grad)})
+        for k, p in m._parameters.items()
+    }
+    buffers = {k: (None if b is None else _tensor(b, budget)) for k, b in m._buffers.items()}
+    _ = torch
+    return {
+        "$module": name,
+        "training": bool(m.training),
+        "attrs": attrs,
+        "params": params,
+        "buffers": buffers,
+        "non_persistent": sorted(m._non_persistent_buffers_set),
+        "children": children,
+    }
+
+
+_INIT_KEYS: set[str] = set()
+
+
+def _module_init_keys() -> set[str]:
+    import torch
+
+    if not _INIT_KEYS:
+        _INIT_KEYS.update(vars(torch.nn.Module()))
+    return _INIT_KEYS
+
+
+def rebuild_module(desc: dict[str, Any], depth: int = 0) -> Any:
+    """A module of the receiver's own classes from :func:`describe_module`'s description."""
+    import torch
+
+    if depth > MAX_DEPTH:
+        raise CodecError("a module nested too deeply")
+    cls: Any = _trusted_class(str(desc["$module"]))
+    m = cls.__new__(cls)
+    torch.nn.Module.__init__(m)
+    for key, value in dict(desc.get("attrs", {})).items():
+        if not isinstance(key, str) or key in _module_init_keys() or key.startswith("__"):
+            raise CodecError(f"a module attribute named {key!r}")
+        vars(m)[key] = decode(value, None)
+    for key, p in dict(desc.get("params", {})).items():
+        m._parameters[str(key)] = (
+            None if p is None else torch.nn.Parameter(_untensor({**p, "grad": False}), bool(p.get("grad")))
+        )
+    for key, b in dict(desc.get("buffers", {})).items():
+        m._buffers[str(key)] = None if b is None else _untensor(b)
+    m._non_persistent_buffers_set.update(str(k) for k in _list(desc.get("non_persistent", [])))
+    for key, child in dict(desc.get("children", {})).items():
+        m._modules[str(key)] = None if child is None else rebuild_module(child, depth + 1)
+    m.train(bool(desc.get("training")))
+    for key, child in dict(desc.get("children", {})).items():  # children keep their own mode
+        if child is not None:
+            m._modules[str(key)].train(bool(child.get("training")))
+    return m
+
+
+def _module_state(m: Any) -> dict[str, Any]:
+    return {
+        "training": [bool(s.training) for s in m.modules()],
+        "state": {k: v.clone() for k, v in m.state_dict().items()},
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    # The legacy global generators are what notebooks seed: their state is what must cross.
+    numpy_state = np.random.get_state()  # noqa: NPY002
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "random": random.getstate()}
+
+
+def _set_rng_state(state: Any) -> None:
+    import numpy as np
+    import torch
+
+    if not isinstance(state, dict):
+        return
+    if isinstance(state.get("torch"), torch.Tensor):
+        torch.set_rng_state(state["torch"].to(torch.uint8))
+    if isinstance(state.get("numpy"), tuple):
+        name, keys, pos, gauss, cached = state["numpy"]
+        np.random.set_state(  # noqa: NPY002
+            (str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(gauss), float(cached))
+        )
+    if isinstance(state.get("random"), tuple):
+        version, internal, gauss = state["random"]
+        random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+
+
+def _reraise(info: Any) -> BaseException:
+    """The checker's exception for the learner's ``{"type", "bases", "message"}``."""
+    if not isinstance(info, dict):
+        return RemoteError("the learner's kernel sent a malformed error")
+    message = str(info.get("message", ""))[:MESSAGE_CHARS]
+    for name in [info.get("type"), *list(info.get("bases", []))[:32]]:
+        name = str(name)
+        if name in _BUILTIN_ERRORS:
+            error: BaseException = getattr(builtins, name)(message)
+            return error
+        module, _, qual = name.rpartition(".")
+        if module.startswith("labkit.") and qual.isidentifier():
+            try:
+                cls = getattr(importlib.import_module(module), qual)
+            except (ImportError, AttributeError):
+                continue
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                try:
+                    return cls(message)
+                except Exception:
+                    continue
+    return RemoteError(f"{info.get('type', 'an exception')}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The learner kernel's side
+
+
+_HANDLES: dict[int, Any] = {}
+_NEXT = [1]
+
+
+def _keep(obj: Any) -> int:
+    handle = _NEXT[0]
+    _NEXT[0] += 1
+    _HANDLES[handle] = obj
+    return handle
+
+
+def _error_info(err: BaseException) -> dict[str, Any]:
+    mro = type(err).__mro__
+    named = [
+        f"{c.__module__}.{c.__qualname__}" if c.__module__ != "builtins" else c.__qualname__ for c in mro
+    ]
+    try:
+        message = str(err)[:MESSAGE_CHARS]
+    except Exception:
+        message = ""
+    return {"type": named[0], "bases": named[1:], "message": message}
+
+
+def _serve(request: str) -> str:
+    """Answer one request of the checker (runs in the learner's kernel). Returns JSON text."""
+    try:
+        return json.dumps({"ok": _answer(json.loads(request))}, allow_nan=True)
+    except CodecError as err:
+        return json.dumps({"raise": {"type": "TypeError", "bases": [], "message": f"cannot grade: {err}"}})
+    except BaseException as err:
+        return json.dumps({"raise": _error_info(err)})
+
+
+def _user_ns() -> dict[str, Any]:
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
+
+
+def _answer(req: dict[str, Any]) -> Any:
+    op = req["op"]
+    if op == "get":
+        ns = _user_ns()
+        if req["name"] not in ns:
+            raise NameError(f"name {req['name']!r} is not defined")
+        return _result(ns[req["name"]], {})
+    target = _HANDLES[int(req["handle"])]
+    if op == "getattr":
+        return _result(getattr(target, str(req["name"])), {})
+    if op == "release":
+        _HANDLES.pop(int(req["handle"]), None)
+        return None
+    args_in: dict[str, Any] = {}
+
+    def other(tag: dict[str, Any]) -> Any:
+        if "$ref" in tag:
+            return _user_ns()[str(tag["$ref"])]
+        if "$handle" in tag:
+            return _HANDLES[int(tag["$handle"])]
+        if "$module" in tag:
+            return rebuild_module(tag)
+        if "$import" in tag:
+            module, _, qual = str(tag["$import"]).partition(":")
+            if not module.startswith(("labkit", "torch", "numpy", "math")):
+                raise CodecError(f"cannot import {module}")
+            obj: Any = importlib.import_module(module)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+            return obj
+        raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
+
+    _set_rng_state(decode(req.get("rng"), None))
+    if op in ("forward", "vjp"):
+        import torch
+
+        target.train(bool(req.get("training")))
+        x = decode(req["x"], other).detach().requires_grad_(op == "vjp")
+        if op == "forward":
+            with torch.no_grad():
+                return {"value": _result(target(x), {}), "rng": encode(_rng_state(), None)}
+        out = target(x)
+        (grad,) = torch.autograd.grad(out, x, decode(req["grad"], other))
+        return {"value": _result(grad, {}), "rng": encode(_rng_state(), None)}
+    args = [decode(a, other) for a in req["args"]]
+    kwargs = {str(k): decode(v, other) for k, v in req["kwargs"].items()}
+    for i, a in enumerate(args):
+        args_in[f"a{i}"] = a
+    for k, v in kwargs.items():
+        args_in[f"k{k}"] = v
+    before = {key: _snapshot(v) for key, v in args_in.items()}
+    value = target(*args, **kwargs)
+    changed: dict[str, Any] = {}
+    for key, v in args_in.items():
+        after = _snapshot(v)
+        if before[key] is not None and after is not None and not _same(before[key], after):
+            changed[key] = encode(after, None)
+    return {
+        "value": _result(value, {id(v): k for k, v in args_in.items()}),
+        "changed": changed,
+        "rng": encode(_rng_state(), None),
+    }
+
+
+def _snapshot(v: Any) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(v, torch.Tensor):
+        return v.detach().clone()
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, torch.nn.Module):
+        return _module_state(v)
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, np.ndarray):
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return (
+        a["training"] == b["training"]
+        and a["state"].keys() == b["state"].keys()
+        and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    )
+
+
+def _result(value: Any, args: dict[int, str]) -> Any:
+    import torch
+
+    budget = _Budget()
+
+    def other(obj: Any) -> Any:
+        if id(obj) in args:
+            return {"$arg": args[id(obj)]}
+        if isinstance(obj, torch.nn.Module):
+            desc = describe_module(obj, budget)
+            return {"$remote": _keep(obj), "kind": "module", "training": bool(obj.training), "desc": desc}
+        kind = "function" if callable(obj) else "object"
+        return {
+            "$remote": _keep(obj),
+            "kind": kind,
+            "name": str(getattr(obj, "__name__", type(obj).__name__))[:100],
+        }
+
+    if id(value) in args:
+        return {"$arg": args[id(value)]}
+    return encode(value, other, budget)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checker's side
+
+
+class Peer:
+    """The checker's client of the learner's kernel (shell and heartbeat channels only)."""
+
+    def __init__(self, connection_file: str, timeout: float) -> None:
+        import zmq
+        from jupyter_client.session import Session
+
+        with open(connection_file, encoding="utf-8") as fh:
+            info = json.load(fh)
+        self.info = info
+        self.timeout = timeout
+        self.session = Session(key=str(info["key"]).encode(), signature_scheme=info["signature_scheme"])
+        self.context: Any = zmq.Context.instance()
+        self.shell = self.context.socket(zmq.DEALER)
+        self.shell.setsockopt(zmq.MAXMSGSIZE, MAX_BYTES * 2)
+        self.shell.setsockopt(zmq.LINGER, 0)
+        self.shell.connect(self._address("shell_port"))
+
+    def _address(self, port: str) -> str:
+        return f"{self.info.get('transport', 'tcp')}://{self.info['ip']}:{self.info[port]}"
+
+    def _alive(self) -> bool:
+        import zmq
+
+        sock = self.context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self._address("hb_port"))
+            sock.send(b"ping")
+            return bool(sock.poll(3000))
+        finally:
+            sock.close()
+
+    def request(self, req: dict[str, Any]) -> Any:
+        """Send ``req`` to the learner's kernel and return its decoded ``ok`` value, or raise."""
+        import ast
+
+        import zmq
+
+        text = json.dumps(req, allow_nan=True)
+        if len(text) > MAX_BYTES * 2:
+            raise CodecError(f"a request larger than {MAX_BYTES >> 20} MiB")
+        expr = f"__import__('labkit.course.remote', fromlist=['_serve'])._serve({text!r})"
+        content = {
+            "code": "",
+            "silent": True,
+            "store_history": False,
+            "user_expressions": {"r": expr},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+        msg: Any = self.session.send(self.shell, "execute_request", content)
+        msg_id = msg["header"]["msg_id"]
+        end = time.monotonic() + self.timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise RemoteError(f"the learner's kernel did not answer within {self.timeout:.0f} s")
+            if not self.shell.poll(int(min(left, 2.0) * 1000)):
+                if not self._alive():
+                    raise RemoteError("the learner's kernel stopped (it no longer answers)")
+                continue
+            try:
+                _, parts = self.session.feed_identities(self.shell.recv_multipart(zmq.NOBLOCK))
+                reply = self.session.deserialize(parts)
+            except (ValueError, KeyError, zmq.ZMQError):
+                continue  # not a valid signed message
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
+        value = reply.get("content", {}).get("user_expressions", {}).get("r", {})
+        if value.get("status") != "ok":
+            raise RemoteError(f"the learner's kernel could not answer ({value.get('ename', 'no reply')})")
+        text = value.get("data", {}).get(MIME, "")
+        if not isinstance(text, str) or len(text) > MAX_BYTES * 2 or text[:1] not in ("'", '"'):
+            raise RemoteError("the learner's kernel sent a reply that is not a string")
+        try:
+            answer = json.loads(ast.literal_eval(text))
+        except Exception as err:
+            raise RemoteError(f"the learner's kernel sent a malformed reply ({type(err).__name__})") from None
+        if not isinstance(answer, dict):
+            raise RemoteError("the learner's kernel sent a malformed reply")
+        if "raise" in answer:
+            raise _reraise(answer["raise"])
+        return answer.get("ok")
+
+    # -- encoding the checker's arguments, decoding the learner's results
+
+    def encode_arg(self, obj: Any, names: dict[int, str]) -> Any:
+        import torch
+
+        def other(o: Any) -> Any:
+            if isinstance(o, _Remote):
+                return {"$handle": object.__getattribute__(o, "_handle")}
+            if id(o) in names:
+                return {"$ref": names[id(o)]}
+            if isinstance(o, torch.nn.Module):
+                desc = describe_module(o, _Budget())
+                if desc is not None:
+                    return desc
+            module = getattr(o, "__module__", None) or ""
+            qual = getattr(o, "__qualname__", "")
+            if callable(o) and module.startswith(("labkit", "torch", "numpy", "math")) and "<" not in qual:
+                return {"$import": f"{module}:{qual}"}
+            raise TypeError(
+                f"the grader cannot pass a {type(o).__name__} to learner code: pass data, a model "
+                "made of torch.nn/labkit layers, or an object the notebook defines in a shared cell"
+            )
+
+        return encode(obj, other)
+
+    def decode_result(self, data: Any, originals: dict[str, Any]) -> Any:
+        def other(tag: dict[str, Any]) -> Any:
+            if "$arg" in tag:
+                key = str(tag["$arg"])
+                if key not in originals:
+                    raise RemoteError("the learner's kernel named an argument that was not passed")
+                return originals[key]
+            if "$remote" in tag:
+                handle = int(tag["$remote"])
+                kind = tag.get("kind")
+                if kind == "module":
+                    if isinstance(tag.get("desc"), dict):
+                        try:
+                            return rebuild_module(tag["desc"])
+                        except (CodecError, ImportError, AttributeError, TypeError, KeyError, ValueError):
+                            pass
+                    return RemoteModule(self, handle, bool(tag.get("training")))
+                if kind == "function":
+                    return RemoteFunction(self, handle, str(tag.get("name", "function"))[:100])
+                return RemoteObject(self, handle, str(tag.get("name", "object"))[:100])
+            raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
+
+        return decode(data, other)
+
+    def call(self, handle: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        names = _trusted_names()
+        originals = {f"a{i}": a for i, a in enumerate(args)} | {f"k{k}": v for k, v in kwargs.items()}
+        req = {
+            "op": "call",
+            "handle": handle,
+            "args": [self.encode_arg(a, names) for a in args],
+            "kwargs": {k: self.encode_arg(v, names) for k, v in kwargs.items()},
+            "rng": encode(_rng_state(), None),
+        }
+        answer = self.request(req)
+        if not isinstance(answer, dict):
+            raise RemoteError("the learner's kernel sent a malformed reply")
+        _set_rng_state(decode(answer.get("rng"), None))
+        for key, value in dict(answer.get("changed") or {}).items():
+            if key in originals:
+                _write_back(originals[key], decode(value, None))
+        return self.decode_result(answer.get("value"), originals)
+
+    def get(self, name: str) -> Any:
+        return self.decode_result(self.request({"op": "get", "name": name}), {})
+
+
+def _write_back(target: Any, new: Any) -> None:
+    """Apply to the checker's argument what the learner's call did to its copy."""
+    import numpy as np
+    import torch
+
+    if isinstance(target, torch.Tensor) and isinstance(new, torch.Tensor) and target.shape == new.shape:
+        with torch.no_grad():
+            target.copy_(new.to(target.dtype))
+    elif isinstance(target, np.ndarray) and isinstance(new, np.ndarray) and target.shape == new.shape:
+        np.copyto(target, new, casting="unsafe")
+    elif isinstance(target, torch.nn.Module) and isinstance(new, dict):
+        flags = new.get("training")
+        subs = list(target.modules())
+        if isinstance(flags, list) and len(flags) == len(subs):
+            for sub, flag in zip(subs, flags, strict=True):
+                sub.training = bool(flag)
+        state = new.get("state")
+        if isinstance(state, dict):
+            own = target.state_dict()
+            with torch.no_grad():
+                for key, value in state.items():
+                    if key in own and isinstance(value, torch.Tensor) and own[key].shape == value.shape:
+                        own[key].copy_(value.to(own[key].dtype))
+
+
+def _trusted_names() -> dict[int, str]:
+    """id -> name of the checker's own non-data objects that may go by reference: those that
+    trusted cells assigned, which the learner's kernel ran too (see :func:`bind`)."""
+    import numpy as np
+    import torch
+
+    names: dict[int, str] = {}
+    ns = _user_ns()
+    for name in sorted(_SHARED):
+        value = ns.get(name)
+        if value is None or isinstance(value, _Remote):
+            continue
+        if _plain(value) or isinstance(value, list | tuple | dict | set | torch.Tensor | np.ndarray):
+            continue
+        if isinstance(value, type(json)):  # modules go by import
+            continue
+        names.setdefault(id(value), name)
+    return names
+
+
+class _Remote:
+    """Base of the checker's proxies of learner objects."""
+
+    def __init__(self, peer: Peer, handle: int, name: str) -> None:
+        object.__setattr__(self, "_peer", peer)
+        object.__setattr__(self, "_handle", handle)
+        object.__setattr__(self, "__name__", name)
+        object.__setattr__(self, "__qualname__", name)
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__.removeprefix("Remote").lower()
+        return f"<learner {kind} {object.__getattribute__(self, '__name__')}>"
+
+    def __bool__(self) -> bool:
+        raise TypeError("a learner object has no truth value in the grader; compare data instead")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return object.__getattribute__(self, "_peer").call(
+            object.__getattribute__(self, "_handle"), args, kwargs
+        )
+
+
+class RemoteFunction(_Remote):
+    """A learner function or class: calling it runs it in the learner's kernel."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class RemoteObject(_Remote):
+    """Any other learner object: attributes, items, ``len`` and calls are fetched as data."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _remote_attr(self, name)
+
+    def __len__(self) -> int:
+        return _plain_int(_remote_attr(self, "__len__")())
+
+    def __getitem__(self, key: Any) -> Any:
+        return _remote_attr(self, "__getitem__")(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def _remote_attr(obj: _Remote, name: str) -> Any:
+    peer: Peer = object.__getattribute__(obj, "_peer")
+    handle = object.__getattribute__(obj, "_handle")
+    return peer.decode_result(peer.request({"op": "getattr", "handle": handle, "name": name}), {})
+
+
+def _plain_int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an int from the learner's object, got {type(value).__name__}")
+    return value
+
+
+def _remote_module_class() -> type:
+    import torch
+
+    class _Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, owner: Any) -> Any:
+            ctx.owner = owner
+            ctx.save_for_backward(x)
+            return owner._op("forward", x)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            (x,) = ctx.saved_tensors
+            return ctx.owner._op("vjp", x, grad), None
+
+    class _RemoteModule(torch.nn.Module):
+        """A learner module the checker cannot rebuild: forward passes and vector-Jacobian
+        products are computed by the learner's kernel (``torch.autograd.Function``)."""
+
+        def __init__(self, peer: Peer, handle: int, training: bool) -> None:
+            super().__init__()
+            self._peer = peer
+            self._handle = handle
+            self.train(training)
+
+        def _op(self, op: str, x: Any, grad: Any = None) -> Any:
+            import torch
+
+            req: dict[str, Any] = {
+                "op": op,
+                "handle": self._handle,
+                "training": self.training,
+                "x": encode(x, None),
+                "rng": encode(_rng_state(), None),
+            }
+            if grad is not None:
+                req["grad"] = encode(grad, None)
+            answer = self._peer.request(req)
+            if not isinstance(answer, dict):
+                raise RemoteError("the learner's kernel sent a malformed reply")
+            _set_rng_state(decode(answer.get("rng"), None))
+            out = decode(answer.get("value"), None)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the learner's model returned a {type(out).__name__}, not a tensor")
+            return out.detach().to(x.dtype)
+
+        def forward(self, x: Any) -> Any:
+            return _Forward.apply(x, self)
+
+    return _RemoteModule
+
+
+def RemoteModule(peer: Peer, handle: int, training: bool) -> Any:
+    """A ``torch.nn.Module`` in the checker whose forward and backward run in the learner's kernel."""
+    global _REMOTE_MODULE
+    if _REMOTE_MODULE is None:
+        _REMOTE_MODULE = _remote_module_class()
+    return _REMOTE_MODULE(peer, handle, training)
+
+
+_REMOTE_MODULE: Any = None
+_PEER: list[Peer] = []
+_SHARED: set[str] = set()
+
+
+def peer() -> Peer:
+    """The checker's connection to the learner's kernel (from ``LABKIT_PEER_CONNECTION``)."""
+    if not _PEER:
+        path = os.environ.get("LABKIT_PEER_CONNECTION")
+        if not path:
+            raise RemoteError("no learner kernel to talk to (LABKIT_PEER_CONNECTION is not set)")
+        _PEER.append(Peer(path, float(os.environ.get("LABKIT_PEER_TIMEOUT", "60"))))
+    return _PEER[0]
+
+
+def bind(names: list[str], shared: list[str] = ()) -> str:  # type: ignore[assignment]
+    """In the checker: bind each learner name in ``names`` from the learner's kernel.
+
+    ``shared`` names the objects that trusted cells made in both kernels: those go to learner
+    code by reference (the learner kernel's object of the same name).
+
+    A name the learner's kernel does not have is left unbound (the test then fails with
+    ``NameError`` if it reads it); a value that cannot cross is bound to an object that raises
+    when used. Returns a short note of what could not be bound (for the grader's events).
+    """
+    ns = _user_ns()
+    notes = []
+    _SHARED.clear()
+    _SHARED.update(shared)
+    for name in names:
+        ns.pop(name, None)
+        try:
+            ns[name] = peer().get(name)
+        except NameError:
+            continue
+        except Exception as err:
+            notes.append(f"{name}: {type(err).__name__}: {str(err)[:120]}")
+            ns[name] = _Unavailable(name, f"{type(err).__name__}: {str(err)[:200]}")
+    return "; ".join(notes)
+
+
+class _Unavailable:
+    """A learner name whose value could not cross: any use raises with the reason."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self._why = f"{name} could not be graded: {why}"
+
+    def __getattr__(self, name: str) -> Any:
+        raise RemoteError(object.__getattribute__(self, "_why"))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RemoteError(self._why)
+
+    def __bool__(self) -> bool:
+        raise RemoteError(self._why)
+
+    def __eq__(self, other: object) -> bool:
+        raise RemoteError(self._why)
+
+    __hash__ = None  # type: ignore[assignment]
