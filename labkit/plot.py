@@ -10,7 +10,7 @@ import torch
 __all__ = ["adversarial_grid", "curves", "image_grid"]
 
 
-def _to_hwc(img: torch.Tensor) -> Any:
+def to_hwc(img: torch.Tensor) -> Any:
     img = img.detach().float().cpu()
     if img.dim() == 3 and img.shape[0] == 1:
         return img[0].numpy(), "gray"
@@ -55,7 +55,7 @@ def image_grid(
         ax.axis("off")
         if i >= n:
             continue
-        arr, cmap = _to_hwc(images[i])
+        arr, cmap = to_hwc(images[i])
         ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         parts, colour = [], "black"
         if truth:
@@ -107,7 +107,7 @@ def adversarial_grid(
             "adversarial" + (f": {after[i]}" if after else ""),
         ]
         for j, (img, cap) in enumerate(zip(panels, captions, strict=True)):
-            arr, cmap = _to_hwc(img)
+            arr, cmap = to_hwc(img)
             ax = axes[i, j]
             ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.axis("off")

@@ -16,11 +16,17 @@ __all__ = [
     "check_images",
     "check_labels",
     "eval_mode",
+    "fresh_seed",
     "label_error",
     "model_dtype",
     "pick_device",
     "seed_everything",
 ]
+
+
+def fresh_seed(generator: torch.Generator) -> int:
+    """A seed for another random stream, drawn from ``generator`` (reproducible with it)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
 def seed_everything(seed: int = 0, *, deterministic: bool = False) -> torch.Generator:

@@ -40,9 +40,14 @@ Every attack goes through :mod:`labkit.attacks.threat`, which validates the argu
 projects onto the ball and clips to the valid range. :func:`attack_success` and
 :func:`robust_accuracy` measure the result; ``robust_accuracy`` takes any
 ``(model, x, y) -> x_adv`` callable, such as ``functools.partial(pgd, eps=8/255, steps=20)``.
+
+One contract (:mod:`labkit.attacks.contract`): every attack is ``attack(model, x, y, *, eps,
+...)`` (:class:`BudgetAttack`); with its budget bound it is an :class:`Attack`; attacks that
+report queries or their own verdict return an :class:`AttackResult` (``x_adv``, ``success``),
+and :func:`adversarial_points` reads ``x_adv`` from either kind.
 """
 
-from labkit.attacks import blackbox, physical, threat, transfer
+from labkit.attacks import blackbox, contract, physical, threat, transfer
 from labkit.attacks.blackbox import (
     BlackBoxResult,
     QueryBudgetWarning,
@@ -52,6 +57,7 @@ from labkit.attacks.blackbox import (
     simba,
     square,
 )
+from labkit.attacks.contract import Attack, AttackResult, BudgetAttack, adversarial_points
 from labkit.attacks.physical import (
     EOT,
     OcclusionResult,
@@ -70,17 +76,20 @@ from labkit.attacks.transfer import (
     transfer_matrix,
     transfer_rate,
 )
-from labkit.attacks.whitebox import Attack, apgd, attack_success, cw, fgsm, pgd, robust_accuracy
+from labkit.attacks.whitebox import apgd, attack_success, cw, fgsm, pgd, robust_accuracy
 
 __all__ = [
     "EOT",
     "Attack",
+    "AttackResult",
     "BlackBoxResult",
+    "BudgetAttack",
     "OcclusionResult",
     "PatchResult",
     "ProbabilityOutputWarning",
     "QueryBudgetWarning",
     "TransferMatrix",
+    "adversarial_points",
     "apgd",
     "apply_patch",
     "apply_threat_model",
@@ -88,6 +97,7 @@ __all__ = [
     "attack_success",
     "blackbox",
     "clip_to_bounds",
+    "contract",
     "cw",
     "di_fgsm",
     "fgsm",

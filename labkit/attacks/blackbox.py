@@ -57,6 +57,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from labkit._checks import check_choice, check_int, check_positive
+from labkit.attacks._common import succeeded
+from labkit.attacks.contract import AttackResult
 from labkit.attacks.threat import (
     Bounds,
     Norm,
@@ -66,8 +69,9 @@ from labkit.attacks.threat import (
     check_attack_inputs,
     clip_to_bounds,
     lp_norm,
+    per_example,
 )
-from labkit.attacks.whitebox import Attack, _check_int, _check_positive, _per_example, _succeeded
+from labkit.attacks.whitebox import Attack
 from labkit.contract import LabModel
 from labkit.utils import eval_mode
 
@@ -94,8 +98,8 @@ class QueryBudgetWarning(UserWarning):
     """Some examples used their whole query budget without the attack succeeding."""
 
 
-@dataclass(frozen=True)
-class BlackBoxResult:
+@dataclass(frozen=True, kw_only=True)
+class BlackBoxResult(AttackResult):
     """What a black-box attack found, and what it cost.
 
     Attributes
@@ -116,9 +120,7 @@ class BlackBoxResult:
         The budget per example the attack ran with.
     """
 
-    x_adv: torch.Tensor
     queries: torch.Tensor
-    success: torch.Tensor
     exhausted: torch.Tensor
     max_queries: int
 
@@ -217,11 +219,6 @@ def _check_budget(max_queries: object) -> int:
     return int(max_queries)
 
 
-def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-
-
 @contextlib.contextmanager
 def _query_mode(
     model: nn.Module, x: object, y: object, *, eps: float | None, norm: Norm, bounds: Bounds | None
@@ -267,7 +264,7 @@ class _Oracle:
     def decide(self, idx: torch.Tensor, inputs: torch.Tensor, repeats: int = 1) -> torch.Tensor:
         """Only the top label: is each input adversarial for its example?"""
         labels = self.y[idx].repeat_interleave(repeats) if repeats > 1 else self.y[idx]
-        return _succeeded(self.scores(idx, inputs, repeats), labels, self.targeted)
+        return succeeded(self.scores(idx, inputs, repeats), labels, self.targeted)
 
     def result(
         self, x_adv: torch.Tensor, success: torch.Tensor, exhausted: torch.Tensor | None = None
@@ -455,14 +452,14 @@ def simba(
     >>> result.success, bool(result.queries <= 20), model.predict(result.x_adv)
     (tensor([True]), True, tensor([0]))
     """
-    _check_choice(basis, "basis", ("pixel", "dct"))
+    check_choice(basis, "basis", ("pixel", "dct"))
     max_queries = _check_budget(max_queries)
-    alpha = None if step_size is None else _check_positive(step_size, "step_size")
+    alpha = None if step_size is None else check_positive(step_size, "step_size")
     model = _as_module(model)
     bounds = bounds_of(model)
     with _query_mode(model, x, y, eps=eps, norm=norm, bounds=bounds) as clean:
         oracle = _Oracle(model, y, targeted, max_queries)
-        success = _succeeded(clean, y, targeted)
+        success = succeeded(clean, y, targeted)
         if eps == 0:
             return oracle.result(x.clone(), success, torch.zeros_like(success))
         if basis == "dct" and x.dim() != 4:
@@ -502,7 +499,7 @@ def simba(
                     won = asked[better]
                     x_cur[won] = cand[ask][better]
                     margin[won] = m[better]
-                    success[won] = _succeeded(scores[better], y[won], targeted)
+                    success[won] = succeeded(scores[better], y[won], targeted)
                     moved[won] = True
                     improved[ask] = better
                 trying = trying[~improved]
@@ -603,7 +600,7 @@ def square(
     bounds = bounds_of(model)
     with _query_mode(model, x, y, eps=eps, norm="linf", bounds=bounds) as clean:
         oracle = _Oracle(model, y, targeted, max_queries)
-        success = _succeeded(clean, y, targeted)
+        success = succeeded(clean, y, targeted)
         if eps == 0:
             return oracle.result(x.clone(), success, torch.zeros_like(success))
         if x.dim() != 4:
@@ -618,7 +615,7 @@ def square(
             scores = oracle.scores(start, cand)
             best[start] = cand
             margin[start] = _margin(scores, y[start], targeted)
-            success[start] = _succeeded(scores, y[start], targeted)
+            success[start] = succeeded(scores, y[start], targeted)
         delta = delta.clone()
         rows = torch.arange(h, device=x.device)
         cols = torch.arange(w, device=x.device)
@@ -645,7 +642,7 @@ def square(
             best[won] = cand[won_local]
             delta[won] = new_delta[won_local]
             margin[won] = m[won_local]
-            success[won] = _succeeded(scores[won_local], y[won], targeted)
+            success[won] = succeeded(scores[won_local], y[won], targeted)
             i += 1
         return oracle.result(best, success)
 
@@ -739,11 +736,11 @@ def nes_pgd(
     (tensor([True]), 1)
     """
     max_queries = _check_budget(max_queries)
-    samples = _check_int(samples, "samples", minimum=2)
+    samples = check_int(samples, "samples", minimum=2)
     if samples % 2:
         raise ValueError(f"samples must be even (antithetic pairs), got {samples}")
-    sigma = _check_positive(sigma, "sigma")
-    alpha = None if step_size is None else _check_positive(step_size, "step_size")
+    sigma = check_positive(sigma, "sigma")
+    alpha = None if step_size is None else check_positive(step_size, "step_size")
     if not (isinstance(momentum, numbers.Real) and 0 <= momentum < 1):
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
     mu = float(momentum)
@@ -751,7 +748,7 @@ def nes_pgd(
     bounds = bounds_of(model)
     with _query_mode(model, x, y, eps=eps, norm=norm, bounds=bounds) as clean:
         oracle = _Oracle(model, y, targeted, max_queries)
-        success = _succeeded(clean, y, targeted)
+        success = succeeded(clean, y, targeted)
         if eps == 0:
             return oracle.result(x.clone(), success, torch.zeros_like(success))
         if alpha is None:
@@ -782,13 +779,13 @@ def nes_pgd(
                 grad += (diff * u).sum(dim=1)
             grad = grad / (2 * sigma * pairs)
             if mu > 0:  # average the unit-norm estimates of successive steps
-                unit = grad / _per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
+                unit = grad / per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
                 grad = mu * velocity[running] + (1 - mu) * unit
                 velocity[running] = grad
             if norm == "linf":
                 direction = grad.sign()
             else:
-                direction = grad / _per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
+                direction = grad / per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
             new = apply_threat_model(x[running], point + alpha * direction, norm=norm, eps=eps, bounds=bounds)
             scores = oracle.scores(running, new)
             x_cur[running] = new
@@ -797,7 +794,7 @@ def nes_pgd(
             won = running[better]
             best[won] = new[better]
             margin[won] = m[better]
-            success[won] = _succeeded(scores[better], y[won], targeted)
+            success[won] = succeeded(scores[better], y[won], targeted)
         return oracle.result(best, success, ~success & (oracle.remaining() < cost))
 
 
@@ -813,7 +810,7 @@ def _distance(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
 def _blend(x: torch.Tensor, adv: torch.Tensor, t: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Points between ``x`` (t=0) and ``adv``: a straight line (L2), or ``adv`` clipped to the
     L-inf ball of radius ``t`` around ``x``."""
-    t = _per_example(t, x)
+    t = per_example(t, x)
     if norm == "l2":
         return x + t * (adv - x)
     return torch.maximum(torch.minimum(adv, x + t), x - t)
@@ -874,13 +871,13 @@ def _hsj_direction(
         phi_u += (phi.view(k, b, *([1] * len(shape))) * u).sum(dim=1)
         u_sum += u.sum(dim=1)
         phi_sum += phi.sum(dim=1)
-    mean_phi = _per_example(phi_sum / evals, boundary)
+    mean_phi = per_example(phi_sum / evals, boundary)
     # Subtract the mean decision as a baseline, unless every probe agreed (Chen et al., eq. 16).
     baseline = torch.where(mean_phi.abs() == 1, torch.zeros_like(mean_phi), mean_phi)
     grad = (phi_u - baseline * u_sum) / evals
     if norm == "linf":
         return grad.sign()
-    return grad / _per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
+    return grad / per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
 
 
 def hopskipjump(
@@ -982,10 +979,10 @@ def hopskipjump(
     (tensor([0]), 0.1)
     """
     max_queries = _check_budget(max_queries)
-    steps = _check_int(steps, "steps", minimum=0)
-    init_evals = _check_int(init_evals, "init_evals", minimum=1)
-    max_evals = _check_int(max_evals, "max_evals", minimum=init_evals)
-    gamma = _check_positive(gamma, "gamma")
+    steps = check_int(steps, "steps", minimum=0)
+    init_evals = check_int(init_evals, "init_evals", minimum=1)
+    max_evals = check_int(max_evals, "max_evals", minimum=init_evals)
+    gamma = check_positive(gamma, "gamma")
     model = _as_module(model)
     bounds = bounds_of(model)
     if bounds is None:
@@ -1006,7 +1003,7 @@ def hopskipjump(
                 "the target classes (random noise almost never lands in a chosen class)"
             )
         oracle = _Oracle(model, y, targeted, max_queries)
-        found = _succeeded(clean, y, targeted)  # already adversarial: nothing to do
+        found = succeeded(clean, y, targeted)  # already adversarial: nothing to do
         if eps == 0:
             return oracle.result(x.clone(), found, torch.zeros_like(found))
         adv = x.clone()
@@ -1058,7 +1055,7 @@ def hopskipjump(
                 pending = pending[oracle.remaining()[idx[pending]] >= 1]
                 if pending.numel() == 0:
                     break
-                step = _per_example(xi[pending], point) * direction[pending]
+                step = per_example(xi[pending], point) * direction[pending]
                 cand = clip_to_bounds(point[pending] + step, bounds)
                 ok = oracle.decide(idx[pending], cand)
                 jumped[pending[ok]] = cand[ok]
@@ -1068,7 +1065,7 @@ def hopskipjump(
             adv[idx] = _boundary_search(oracle, x, adv, idx, norm, theta)
             dist[idx] = _distance(adv[idx] - x[idx], norm)
             closer = dist < best_dist
-            best = torch.where(_per_example(closer, x), adv, best)
+            best = torch.where(per_example(closer, x), adv, best)
             best_dist = torch.where(closer, dist, best_dist)
         exhausted |= ~found & (oracle.remaining() < 1)
         if eps is None:

@@ -28,8 +28,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from labkit._checks import check_int, check_positive
+from labkit.attacks._common import Best, objective, succeeded
+from labkit.attacks.contract import AttackResult
 from labkit.attacks.threat import attack_mode, bounds_of, check_attack_inputs, clip_to_bounds
-from labkit.attacks.whitebox import _Best, _check_int, _check_positive, _objective, _succeeded
 from labkit.utils import eval_mode
 
 __all__ = [
@@ -261,7 +263,7 @@ class PatchResult:
         generator: torch.Generator | None = None,
     ) -> float:
         """Accuracy of ``model`` on ``x`` with the sticker at ``trials`` random placements each."""
-        trials = _check_int(trials, "trials", minimum=1)
+        trials = check_int(trials, "trials", minimum=1)
         check_attack_inputs(model, x, y, eps=None, norm="linf", bounds=bounds_of(model))
         correct = torch.zeros((), dtype=torch.long, device=x.device)
         with torch.no_grad(), eval_mode(model):
@@ -395,9 +397,9 @@ def patch_attack(
         size = (int(patch_size[0]), int(patch_size[1]))
     else:
         raise TypeError(f"patch_size must be an int or a (height, width) tuple, got {patch_size!r}")
-    steps = _check_int(steps, "steps", minimum=0)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
-    lr = _check_positive(lr, "lr")
+    steps = check_int(steps, "steps", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    lr = check_positive(lr, "lr")
     eot = eot if eot is not None else EOT()
     if not isinstance(eot, EOT):
         raise TypeError(f"eot must be an EOT, got {type(eot).__name__}")
@@ -449,8 +451,8 @@ def patch_attack(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OcclusionResult:
+@dataclass(frozen=True, kw_only=True)
+class OcclusionResult(AttackResult):
     """What covering each part of the image does to the model.
 
     Attributes
@@ -469,8 +471,6 @@ class OcclusionResult:
     """
 
     sensitivity: torch.Tensor
-    x_adv: torch.Tensor
-    success: torch.Tensor
     worst: torch.Tensor
     size: int
     stride: int
@@ -488,12 +488,12 @@ class OcclusionResult:
         """Images next to their sensitivity maps (brighter: covering there hurts more)."""
         import matplotlib.pyplot as plt
 
-        from labkit.plot import _to_hwc
+        from labkit.plot import to_hwc
 
         n = min(n, x.shape[0])
         fig, axes = plt.subplots(2, n, figsize=(1.8 * n, 3.6), squeeze=False)
         for i in range(n):
-            arr, cmap = _to_hwc(x[i])
+            arr, cmap = to_hwc(x[i])
             axes[0, i].imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             axes[1, i].imshow(
                 self.sensitivity[i].detach().cpu().numpy(), cmap="magma", interpolation="nearest"
@@ -567,9 +567,9 @@ def occlusion(
         if x.dim() != 4:
             raise ValueError(f"occlusion needs images of shape (N, C, H, W), got {tuple(x.shape)}")
         n, _, h, w = x.shape
-        size = _check_int(size, "size", minimum=1)
-        stride = _check_int(stride, "stride", minimum=1)
-        batch_size = _check_int(batch_size, "batch_size", minimum=1)
+        size = check_int(size, "size", minimum=1)
+        stride = check_int(stride, "stride", minimum=1)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         if size > min(h, w):
             raise ValueError(f"size {size} is larger than the images ({h}x{w})")
         if not isinstance(fill, numbers.Real) or (bounds is not None and not bounds[0] <= fill <= bounds[1]):
@@ -689,14 +689,14 @@ def spatial_attack(
     ):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= top:
             raise ValueError(f"{name} must be a number in [0, {top:g}], got {value!r}")
-    k = _check_int(k, "k", minimum=1)
+    k = check_int(k, "k", minimum=1)
     bounds = bounds_of(model)
     with attack_mode(model, x, y, eps=None, norm="linf", bounds=bounds) as clean_logits, torch.no_grad():
         if x.dim() != 4:
             raise ValueError(f"spatial_attack needs images of shape (N, C, H, W), got {tuple(x.shape)}")
         if max_rotation == 0 and max_translation == 0:
             return x.clone()
-        best = _Best(x, _objective(clean_logits, y, targeted), _succeeded(clean_logits, y, targeted))
+        best = Best(x, objective(clean_logits, y, targeted), succeeded(clean_logits, y, targeted))
         device = generator.device if generator is not None else x.device
         n = x.shape[0]
         for _ in range(k):
@@ -705,5 +705,5 @@ def spatial_attack(
             shift = max_translation * (2 * u[:, 1:] - 1)
             cand = clip_to_bounds(_rotate_translate(x, angle, shift), bounds)
             logits = model(cand)
-            best.update(cand, _objective(logits, y, targeted), _succeeded(logits, y, targeted))
+            best.update(cand, objective(logits, y, targeted), succeeded(logits, y, targeted))
         return best.adv

@@ -28,6 +28,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
+from labkit import speed as _speed
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.utils import check_dtype, check_images, eval_mode, label_error, model_dtype
 
@@ -45,7 +46,10 @@ __all__ = [
     "check_logits",
     "clip_to_bounds",
     "lp_norm",
+    "per_example",
     "project",
+    "random_in_ball",
+    "steepest_direction",
 ]
 
 Norm = Literal["linf", "l2"]
@@ -138,9 +142,17 @@ def clip_to_bounds(x_adv: torch.Tensor, bounds: Bounds | None) -> torch.Tensor:
 def apply_threat_model(
     x: torch.Tensor, x_adv: torch.Tensor, *, norm: Norm, eps: float | torch.Tensor, bounds: Bounds | None
 ) -> torch.Tensor:
-    """Map a candidate ``x_adv`` to the nearest allowed point: project ``x_adv - x``, then clip.
+    """Map a candidate ``x_adv`` to an allowed point: project ``x_adv - x`` onto the ball, then clip.
 
-    The result satisfies :math:`\\lVert x' - x\\rVert_p \\le \\epsilon` and lies in ``bounds``.
+    The result satisfies :math:`\\lVert x' - x\\rVert_p \\le \\epsilon` and lies in ``bounds``
+    (clipping never lengthens the perturbation, since ``x`` lies in ``bounds``). For L-inf it is
+    the nearest allowed point: ball and box are both per-coordinate intervals, so clamping to
+    their intersection is the Euclidean projection onto it. For L2 it is feasible but in general
+    *not* the Euclidean projection onto ball :math:`\\cap` box: that point is
+    :math:`\\mathrm{clip}(x + \\delta / (1 + \\lambda))` for the smallest :math:`\\lambda \\ge 0`
+    that brings it into the ball, which a root search finds; project-then-clip can end up
+    strictly inside the ball, shorter than it needs to be. Every attack here uses this map
+    (as foolbox and torchattacks do), so their points are comparable.
 
     Examples
     --------
@@ -397,3 +409,39 @@ def _hot_loop(model: nn.Module) -> Iterator[None]:
     unchecked = model.unchecked() if isinstance(model, LabModel) else contextlib.nullcontext()
     with eval_mode(model), unchecked, torch.enable_grad():
         yield
+
+
+def per_example(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(N,)`` tensor so it broadcasts against ``like`` of shape ``(N, ...)``."""
+    return t.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def steepest_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Steepest-ascent direction of unit ``norm``: the sign for L-inf, ``g/||g||_2`` for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
+
+
+def random_in_ball(
+    x: torch.Tensor,
+    *,
+    norm: Norm,
+    eps: float,
+    generator: torch.Generator | None,
+    fast: _speed.SpeedConfig | None = None,
+) -> torch.Tensor:
+    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around zero.
+
+    Drawn on the generator's device; with ``pin_memory`` on (``fast``) a CPU draw reaches a
+    GPU without blocking the host.
+    """
+    device = generator.device if generator is not None else x.device
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+        return _speed.to_device((2 * u - 1) * eps, x.device, fast or _speed.SpeedConfig())
+    g = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    r = torch.rand(x.shape[0], generator=generator, device=device, dtype=x.dtype)
+    dim = x[0].numel()
+    radius = eps * r.pow(1.0 / dim) / lp_norm(g, norm="l2").clamp_min(_TINY)
+    return _speed.to_device(g * per_example(radius, g), x.device, fast or _speed.SpeedConfig())

@@ -32,8 +32,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from labkit.attacks.threat import apply_threat_model, attack_mode, bounds_of, check_attack_inputs
-from labkit.attacks.whitebox import Attack, _check_int, _check_positive, _objective, _per_example
+from labkit._checks import check_int, check_positive
+from labkit.attacks._common import objective
+from labkit.attacks.threat import apply_threat_model, attack_mode, bounds_of, check_attack_inputs, per_example
+from labkit.attacks.whitebox import Attack
 from labkit.contract import LabModel
 from labkit.data.base import LabData
 
@@ -83,8 +85,8 @@ def _iterative_transfer(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """The (M-)(DI)-FGSM family: iterative L-inf steps on an accumulated, normalised gradient."""
-    steps = _check_int(steps, "steps", minimum=1)
-    alpha = None if step_size is None else _check_positive(step_size, "step_size")
+    steps = check_int(steps, "steps", minimum=1)
+    alpha = None if step_size is None else check_positive(step_size, "step_size")
     if not (isinstance(decay, numbers.Real) and 0 <= decay):
         raise ValueError(f"decay must be a non-negative number, got {decay!r}")
     if not (isinstance(diversity_prob, numbers.Real) and 0 <= diversity_prob <= 1):
@@ -106,10 +108,10 @@ def _iterative_transfer(
             seen = x_adv
             if diversity_prob > 0:
                 seen = _diverse(x_adv, prob=diversity_prob, resize_rate=resize_rate, generator=generator)
-            loss = _objective(model(seen), y, targeted)
+            loss = objective(model(seen), y, targeted)
             (grad,) = torch.autograd.grad(loss.sum(), x_adv)
             l1 = grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12)
-            g = decay * g + grad / _per_example(l1, grad)
+            g = decay * g + grad / per_example(l1, grad)
             x_adv = apply_threat_model(
                 x, x_adv.detach() + alpha * g.sign(), norm="linf", eps=eps, bounds=bounds
             )
@@ -515,15 +517,15 @@ def train_surrogate(
         The trained surrogate in eval mode, normalisation inside, ``meta["family"]`` and
         ``meta["seed"]`` set.
     """
-    from labkit.models.nets import MLP, SmallCNN
+    from labkit.models.nets import MLP, small_net
     from labkit.models.training import predict, train
 
     if family not in ("cnn", "mlp"):
         raise ValueError(f"family must be 'cnn' or 'mlp', got {family!r}")
     if not isinstance(data, LabData) or not data.is_image:
         raise TypeError("data must be an image LabData, e.g. labkit.data.load('digits', split='train')")
-    seed = _check_int(seed, "seed", minimum=0)
-    epochs = _check_int(epochs, "epochs", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    epochs = check_int(epochs, "epochs", minimum=1)
     if labels_from is not None:
         labels = predict(labels_from, data.x)
         data = LabData(
@@ -539,7 +541,7 @@ def train_surrogate(
     with torch.random.fork_rng(devices=[]):  # seeded initialisation and dropout, global RNG untouched
         torch.manual_seed(seed)
         if family == "cnn":
-            net: nn.Module = SmallCNN(shape[0], data.num_classes, image_size=shape[-1], width=width)
+            net: nn.Module = small_net(shape, data.num_classes, width=width)
         else:
             net = nn.Sequential(nn.Flatten(), MLP(math.prod(shape), data.num_classes, hidden=hidden))
         model = LabModel(

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from labkit import speed as _speed
+from labkit._checks import check_int, check_positive
+from labkit.attacks._common import Best, evaluate, input_grad, objective, succeeded
+from labkit.attacks.contract import Attack
 from labkit.attacks.threat import (
     Norm,
     apply_threat_model,
@@ -35,16 +37,15 @@ from labkit.attacks.threat import (
     bounds_of,
     check_attack_inputs,
     check_eps,
-    check_logits,
     clip_to_bounds,
-    lp_norm,
+    per_example,
+    random_in_ball,
+    steepest_direction,
 )
 from labkit.utils import eval_mode
 
 __all__ = ["Attack", "apgd", "attack_success", "cw", "fgsm", "pgd", "robust_accuracy"]
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-"""Anything that maps ``(model, x, y)`` to ``x_adv``, e.g. ``partial(pgd, eps=0.1)``."""
 
 _TINY = 1e-12
 _OFF = _speed.SpeedConfig()
@@ -55,134 +56,9 @@ _OFF = _speed.SpeedConfig()
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(value: object, name: str) -> float:
-    number = check_eps(value, name=name)
-    if number <= 0:
-        raise ValueError(f"{name} must be positive, got {number}")
-    return number
-
-
-def _per_example(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(N,)`` tensor so it broadcasts against ``like`` of shape ``(N, ...)``."""
-    return t.reshape((-1,) + (1,) * (like.dim() - 1))
-
-
-def _objective(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Per-example loss the attack *maximises*: CE to the label, or minus CE to the target."""
-    loss = F.cross_entropy(logits, y, reduction="none")
-    return -loss if targeted else loss
-
-
-def _succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
-    pred = logits.argmax(dim=1)
-    return pred == y if targeted else pred != y
-
-
-def _input_grad(
-    model: nn.Module,
-    x_adv: torch.Tensor,
-    y: torch.Tensor,
-    targeted: bool,
-    *,
-    check: bool = False,
-    fast: _speed.SpeedConfig | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward and one backward pass: gradient w.r.t. the input, per-example loss, success.
-
-    ``check=True`` validates the logits first (:func:`~labkit.attacks.threat.check_logits`), for
-    attacks that skip the clean forward pass. ``fast`` (default: off) runs the forward pass
-    under the speed features of :mod:`labkit.speed`, mixed precision included.
-    """
-    x_adv = x_adv.detach().requires_grad_(True)
-    logits = _speed.logits(model, x_adv, fast or _OFF)
-    if check:
-        check_logits(logits, y, stacklevel=3)
-    loss = _objective(logits, y, targeted)
-    (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-    logits = logits.detach()
-    return grad, loss.detach(), _succeeded(logits, y, targeted)
-
-
-def _direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Steepest-ascent direction of unit ``norm``: the sign for L-inf, ``g/||g||_2`` for L2."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / _per_example(lp_norm(grad, norm="l2").clamp_min(_TINY), grad)
-
-
-def _random_delta(
-    x: torch.Tensor,
-    *,
-    norm: Norm,
-    eps: float,
-    generator: torch.Generator | None,
-    fast: _speed.SpeedConfig | None = None,
-) -> torch.Tensor:
-    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around zero.
-
-    Drawn on the generator's device; with ``pin_memory`` on (``fast``) a CPU draw reaches a
-    GPU without blocking the host.
-    """
-    device = generator.device if generator is not None else x.device
-    if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
-        return _speed.to_device((2 * u - 1) * eps, x.device, fast or _OFF)
-    g = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
-    r = torch.rand(x.shape[0], generator=generator, device=device, dtype=x.dtype)
-    dim = x[0].numel()
-    radius = eps * r.pow(1.0 / dim) / lp_norm(g, norm="l2").clamp_min(_TINY)
-    return _speed.to_device(g * _per_example(radius, g), x.device, fast or _OFF)
-
-
-class _Best:
-    """The best point found so far per example: a success beats a failure, then higher loss wins."""
-
-    def __init__(self, x: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
-        self.adv = x.detach().clone()
-        self.loss = loss.detach().clone()
-        self.success = success.detach().clone()
-
-    @classmethod
-    def merge(
-        cls, best: _Best | None, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor
-    ) -> _Best:
-        """``best`` updated with a new point, or a fresh record when ``best`` is ``None``."""
-        if best is None:
-            return cls(x_adv, loss, success)
-        best.update(x_adv, loss, success)
-        return best
-
-    def update(self, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
-        better = (success & ~self.success) | ((success == self.success) & (loss > self.loss))
-        self.adv = torch.where(_per_example(better, x_adv), x_adv.detach(), self.adv)
-        self.loss = torch.where(better, loss, self.loss)
-        self.success = self.success | success
-
-
-def _evaluate(
-    model: nn.Module,
-    x_adv: torch.Tensor,
-    y: torch.Tensor,
-    targeted: bool,
-    fast: _speed.SpeedConfig | None = None,
-    *,
-    check: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass without gradients: per-example loss and success (``check`` as in
-    :func:`_input_grad`)."""
-    with torch.no_grad():
-        logits = _speed.logits(model, x_adv, fast or _OFF)
-    if check:
-        check_logits(logits, y, stacklevel=3)
-    return _objective(logits, y, targeted), _succeeded(logits, y, targeted)
+# Kept for labkit.eval, which still imports these two by their old names.
+_per_example = per_example
+_random_delta = random_in_ball
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +128,7 @@ def fgsm(
     with attack_mode_unscored(model, x, y, eps=eps, norm="linf", bounds=bounds):
         if eps == 0:
             return x.clone()
-        grad, _, _ = _input_grad(model, x, y, targeted, check=True, fast=_speed.current())
+        grad, _, _ = input_grad(model, x, y, targeted, check=True, fast=_speed.current())
         x_adv = x + eps * grad.sign()
         return apply_threat_model(x, x_adv, norm="linf", eps=eps, bounds=bounds).detach()
 
@@ -286,11 +162,14 @@ def pgd(
         \\qquad d_k = \\mathrm{sign}(g_k) \\;(p=\\infty), \\quad d_k = g_k / \\lVert g_k\\rVert_2 \\;(p=2),
 
     with :math:`g_k = \\nabla_x L(f(x_k), y)` (minus the target's loss when ``targeted``) and
-    :math:`\\Pi` the projection of :mod:`labkit.attacks.threat`. Each iterate's logits come for
-    free with its gradient, so the attack returns, per example, the best point it visited over
-    all steps and restarts: any misclassified (or, targeted, on-target) point beats every other,
-    and among equals the one with the highest loss. An example therefore counts as broken if
-    any restart broke it.
+    :math:`\\Pi` the map of :mod:`labkit.attacks.threat` onto the allowed set. Each iterate's
+    logits come for free with the gradient the next step computes, so the attack keeps, per
+    example, the best point it scored: any misclassified (or, targeted, on-target) point beats
+    every other, and among equals the one with the highest loss. An example no scored point
+    broke gets the last iterate, which no pass scores (exactly ``steps`` forward and backward
+    passes in all; with ``restarts > 1`` one more forward pass per restart scores the last
+    iterate, so that restarts compare). An example therefore counts as broken if any visited
+    point broke it.
 
     Reference: Madry, Makelov, Schmidt, Tsipras and Vladu, "Towards Deep Learning Models
     Resistant to Adversarial Attacks", ICLR 2018, arXiv:1706.06083.
@@ -338,35 +217,39 @@ def pgd(
     >>> float((model.predict(x_adv) == y).float().mean()) < 0.5
     True
     """
-    steps = _check_int(steps, "steps", minimum=0)
-    restarts = _check_int(restarts, "restarts", minimum=1)
+    steps = check_int(steps, "steps", minimum=0)
+    restarts = check_int(restarts, "restarts", minimum=1)
     if restarts > 1 and not random_start:
         raise ValueError(f"restarts={restarts} would repeat the same run: set random_start=True")
-    alpha = None if step_size is None else _check_positive(step_size, "step_size")
+    alpha = None if step_size is None else check_positive(step_size, "step_size")
     bounds = bounds_of(model)
     with attack_mode_unscored(model, x, y, eps=eps, norm=norm, bounds=bounds):
         if eps == 0:
             return x.clone()
         if alpha is None:
             alpha = 2.5 * eps / max(steps, 1)
-        fast = _speed.current()  # opt-in speed features of the active profile (off under ci)
+        fast = _speed.current()  # opt-in speed features a caller turned on (off by default)
         # The clean point is not scored: with a random start it is never visited, and without
         # one it is the first iterate. The first forward pass validates the logits instead.
-        best: _Best | None = None
+        best: Best | None = None
         for _ in range(restarts):
             x_adv = x
             if random_start:
-                delta = _random_delta(x, norm=norm, eps=eps, generator=generator, fast=fast)
+                delta = random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast)
                 x_adv = apply_threat_model(x, x + delta, norm=norm, eps=eps, bounds=bounds)
             for _ in range(steps):
-                grad, loss, success = _input_grad(model, x_adv, y, targeted, check=best is None, fast=fast)
-                best = _Best.merge(best, x_adv, loss, success)
+                grad, loss, success = input_grad(model, x_adv, y, targeted, check=best is None, fast=fast)
+                best = Best.merge(best, x_adv, loss, success)
                 x_adv = apply_threat_model(
-                    x, x_adv + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
+                    x, x_adv + alpha * steepest_direction(grad, norm), norm=norm, eps=eps, bounds=bounds
                 )
-            # with steps == 0 this is the first forward pass, so it validates the logits
-            scored = _evaluate(model, x_adv, y, targeted, fast, check=best is None)
-            best = _Best.merge(best, x_adv, *scored)
+            if restarts == 1 and best is not None:
+                # One run: the last iterate stands for every example no scored point broke.
+                return torch.where(per_example(best.success, x_adv), best.adv, x_adv)
+            # Restarts compare their last iterates too; with steps == 0 this is the first
+            # forward pass, so it validates the logits.
+            scored = evaluate(model, x_adv, y, targeted, fast, check=best is None)
+            best = Best.merge(best, x_adv, *scored)
         assert best is not None  # restarts >= 1
         return best.adv
 
@@ -449,15 +332,15 @@ def apgd(
     >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
     True
     """
-    steps = _check_int(steps, "steps", minimum=0)
-    restarts = _check_int(restarts, "restarts", minimum=1)
+    steps = check_int(steps, "steps", minimum=0)
+    restarts = check_int(restarts, "restarts", minimum=1)
     if not (isinstance(rho, numbers.Real) and 0 < rho < 1):
         raise ValueError(f"rho must be a number in (0, 1), got {rho!r}")
     bounds = bounds_of(model)
     with attack_mode(model, x, y, eps=eps, norm=norm, bounds=bounds) as clean_logits:
         if eps == 0:
             return x.clone()
-        best = _Best(x, _objective(clean_logits, y, targeted), _succeeded(clean_logits, y, targeted))
+        best = Best(x, objective(clean_logits, y, targeted), succeeded(clean_logits, y, targeted))
         # Checkpoint spacing as in the reference implementation: 22% of the budget, shrinking by
         # 3% at each checkpoint down to 6%.
         first = max(int(0.22 * steps), 1)
@@ -467,10 +350,10 @@ def apgd(
         def step(point: torch.Tensor, move: torch.Tensor) -> torch.Tensor:
             return apply_threat_model(x, point + move, norm=norm, eps=eps, bounds=bounds)
 
-        fast = _speed.current()  # opt-in speed features of the active profile (off under ci)
+        fast = _speed.current()  # opt-in speed features a caller turned on (off by default)
         for _ in range(restarts):
-            x_adv = step(x, _random_delta(x, norm=norm, eps=eps, generator=generator, fast=fast))
-            grad, loss, success = _input_grad(model, x_adv, y, targeted, fast=fast)
+            x_adv = step(x, random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast))
+            grad, loss, success = input_grad(model, x_adv, y, targeted, fast=fast)
             best.update(x_adv, loss, success)
             eta = torch.full_like(loss, 2 * eps)
             x_prev = x_adv
@@ -482,16 +365,16 @@ def apgd(
             period, since_check = first, 0
             for k in range(steps):
                 momentum = 1.0 if k == 0 else 0.75
-                z = step(x_adv, _per_example(eta, x_adv) * _direction(grad, norm))
+                z = step(x_adv, per_example(eta, x_adv) * steepest_direction(grad, norm))
                 x_next = step(x_adv, momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev))
                 x_prev, x_adv = x_adv, x_next
-                grad, loss, success = _input_grad(model, x_adv, y, targeted, fast=fast)
+                grad, loss, success = input_grad(model, x_adv, y, targeted, fast=fast)
                 best.update(x_adv, loss, success)
                 rises = rises + (loss > loss_prev).to(loss.dtype)
                 loss_prev = loss
                 higher = loss > top_loss
-                top_x = torch.where(_per_example(higher, x_adv), x_adv, top_x)
-                top_grad = torch.where(_per_example(higher, grad), grad, top_grad)
+                top_x = torch.where(per_example(higher, x_adv), x_adv, top_x)
+                top_grad = torch.where(per_example(higher, grad), grad, top_grad)
                 top_loss = torch.where(higher, loss, top_loss)
                 since_check += 1
                 if since_check == period:
@@ -499,8 +382,8 @@ def apgd(
                     stalled = ~halved_at_check & (top_loss_at_check >= top_loss)
                     halve = oscillating | stalled
                     eta = torch.where(halve, eta / 2, eta)
-                    x_adv = torch.where(_per_example(halve, x_adv), top_x, x_adv)
-                    grad = torch.where(_per_example(halve, grad), top_grad, grad)
+                    x_adv = torch.where(per_example(halve, x_adv), top_x, x_adv)
+                    grad = torch.where(per_example(halve, grad), top_grad, grad)
                     halved_at_check, top_loss_at_check = halve, top_loss
                     rises = torch.zeros_like(rises)
                     period, since_check = max(period - shrink, shortest), 0
@@ -593,11 +476,11 @@ def cw(
     (tensor([0]), 0.1)
     """
     del generator  # deterministic
-    steps = _check_int(steps, "steps", minimum=0)
-    search_steps = _check_int(search_steps, "search_steps", minimum=1)
+    steps = check_int(steps, "steps", minimum=0)
+    search_steps = check_int(search_steps, "search_steps", minimum=1)
     kappa = check_eps(confidence, name="confidence")
-    c_start = _check_positive(initial_c, "initial_c")
-    lr = _check_positive(lr, "lr")
+    c_start = check_positive(initial_c, "initial_c")
+    lr = check_positive(lr, "lr")
     bounds = bounds_of(model)
     if bounds is None:
         raise ValueError("cw needs a model with a bounded input range (value_range), got None")
@@ -609,7 +492,7 @@ def cw(
         # Start at x itself (shrunk a hair inside the box so atanh stays finite).
         w_start = torch.atanh(((x - low) / half - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach()
         is_y = F.one_hot(y, clean_logits.shape[1]).bool()
-        already = _succeeded(clean_logits, y, targeted)
+        already = succeeded(clean_logits, y, targeted)
         best_l2 = torch.where(already, 0.0, math.inf).to(x.dtype)
         best_adv = x.detach().clone()
         c = torch.full_like(best_l2, c_start)
@@ -632,11 +515,11 @@ def cw(
                 loss = dist2 + c * margin.clamp_min(-kappa)
                 g = torch.autograd.grad(loss.sum(), w)[0] if t <= steps else None
                 with torch.no_grad():
-                    hit = margin.detach() < -kappa if kappa > 0 else _succeeded(logits, y, targeted)
+                    hit = margin.detach() < -kappa if kappa > 0 else succeeded(logits, y, targeted)
                     dist = dist2.detach().sqrt()
                     closer = hit & (dist < best_l2)
                     best_l2 = torch.where(closer, dist, best_l2)
-                    best_adv = torch.where(_per_example(closer, x), x_adv.detach(), best_adv)
+                    best_adv = torch.where(per_example(closer, x), x_adv.detach(), best_adv)
                     won = won | hit
                     if g is None:  # the last iterate is only scored, not stepped from
                         break
@@ -676,7 +559,7 @@ def attack_success(
     torch.Size([3])
     """
     logits = check_attack_inputs(model, x_adv, y, eps=None, norm="linf", bounds=bounds_of(model))
-    return _succeeded(logits, y, targeted)
+    return succeeded(logits, y, targeted)
 
 
 def robust_accuracy(
@@ -712,7 +595,7 @@ def robust_accuracy(
         raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
     if batch_size is None:
         batch_size = _speed.batch_size(256, x.device)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
     if x.shape[0] == 0:

@@ -25,12 +25,12 @@ from functools import partial
 import torch
 from torch import nn
 
+from labkit._checks import check_int
 from labkit.attacks.threat import bounds_of, check_eps
 from labkit.attacks.whitebox import Attack
 from labkit.data.base import LabData
 from labkit.hardening.training import (
     AdversarialHistory,
-    _check_int,
     adversarial_training,
     fgsm_rs_attack,
     pgd_train_attack,
@@ -147,7 +147,7 @@ def ensemble_adversarial_training(
     1
     """
     eps = check_eps(eps, norm="linf", bounds=bounds_of(model))
-    epochs = _check_int(epochs, "epochs", minimum=1)
+    epochs = check_int(epochs, "epochs", minimum=1)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     craft = attack if attack is not None else partial(fgsm_rs_attack, eps=eps, generator=gen)
     sources = StaticSources(craft, static, include_self=include_self, generator=gen)

@@ -31,12 +31,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from labkit._checks import check_int, check_number
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.data.base import LabData
-from labkit.hardening.training import _check_int, _check_number, _fresh_seed
 from labkit.hardening.wrappers import check_lab_model, check_temperature
 from labkit.models.training import one_cycle
-from labkit.utils import check_images, eval_mode
+from labkit.utils import check_images, eval_mode, fresh_seed
 
 __all__ = ["distill"]
 
@@ -125,10 +125,10 @@ def distill(
         raise TypeError(f"data must be a LabData (from labkit.data.load), got {type(data).__name__}")
     temperature = check_temperature(temperature)
     teacher_temperature = check_temperature(teacher_temperature)
-    epochs = _check_int(epochs, "epochs", minimum=1)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
-    lr = _check_number(lr, "lr")
-    weight_decay = _check_number(weight_decay, "weight_decay", strict=False)
+    epochs = check_int(epochs, "epochs", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    lr = check_number(lr, "lr")
+    weight_decay = check_number(weight_decay, "weight_decay", strict=False)
     check_images(data.x, name="data.x", shape=teacher.input_shape, value_range=teacher.value_range)
     if len(data) == 0:
         raise ValueError("data is empty")
@@ -137,7 +137,7 @@ def distill(
     fork_devices = [device] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(_fresh_seed(gen))
+        torch.manual_seed(fresh_seed(gen))
         if student is None:
             model = copy.deepcopy(teacher)
             _reset(model.net)

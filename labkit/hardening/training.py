@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,12 +39,20 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from labkit import speed as _speed
-from labkit.attacks.threat import Norm, apply_threat_model, bounds_of, check_eps
-from labkit.attacks.whitebox import Attack, _direction, _random_delta
+from labkit._checks import check_fraction, check_int, check_number
+from labkit.attacks.threat import (
+    Norm,
+    apply_threat_model,
+    bounds_of,
+    check_eps,
+    random_in_ball,
+    steepest_direction,
+)
+from labkit.attacks.whitebox import Attack
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.data.base import LabData
 from labkit.models.training import History, one_cycle
-from labkit.utils import check_images, eval_mode
+from labkit.utils import check_images, eval_mode, fresh_seed
 
 __all__ = [
     "AdversarialHistory",
@@ -69,31 +76,6 @@ class CatastrophicOverfittingWarning(UserWarning):
 # --------------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------------
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
-def _check_number(value: object, name: str, *, low: float = 0.0, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or (number <= low if strict else number < low):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value!r}")
-    return number
-
-
-def _check_fraction(value: object, name: str) -> float:
-    number = _check_number(value, name, strict=False)
-    if number > 1:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return number
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +130,7 @@ def pgd_train_attack(
     if random_start:
         x_adv = apply_threat_model(
             x,
-            x + _random_delta(x, norm=norm, eps=eps, generator=generator, fast=fast),
+            x + random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast),
             norm=norm,
             eps=eps,
             bounds=bounds,
@@ -159,7 +141,7 @@ def pgd_train_attack(
             loss = F.cross_entropy(_speed.logits(model, x_adv, fast), y, reduction="sum")
             grad = _grad_of(loss, x_adv)
             x_adv = apply_threat_model(
-                x, x_adv.detach() + alpha * _direction(grad, norm), norm=norm, eps=eps, bounds=bounds
+                x, x_adv.detach() + alpha * steepest_direction(grad, norm), norm=norm, eps=eps, bounds=bounds
             )
     return x_adv.detach()
 
@@ -309,10 +291,6 @@ class AdversarialHistory(History):
 # --------------------------------------------------------------------------------------------
 
 
-def _fresh_seed(gen: torch.Generator) -> int:
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-
-
 def adversarial_training(
     model: nn.Module,
     data: LabData,
@@ -452,19 +430,19 @@ def adversarial_training(
         raise TypeError(f"attack must be a callable (model, x, y) -> x_adv, got {type(attack).__name__}")
     if monitor_attack is not None and not callable(monitor_attack):
         raise TypeError(f"monitor_attack must be a callable or None, got {type(monitor_attack).__name__}")
-    epochs = _check_int(epochs, "epochs", minimum=1)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
-    monitor_size = _check_int(monitor_size, "monitor_size", minimum=0)
-    lr = _check_number(lr, "lr")
-    weight_decay = _check_number(weight_decay, "weight_decay", strict=False)
+    epochs = check_int(epochs, "epochs", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    monitor_size = check_int(monitor_size, "monitor_size", minimum=0)
+    lr = check_number(lr, "lr")
+    weight_decay = check_number(weight_decay, "weight_decay", strict=False)
     if loss not in ("ce", "trades"):
         raise ValueError(f"loss must be 'ce' or 'trades', got {loss!r}")
-    beta = _check_number(beta, "beta", strict=False)
-    clean_weight = _check_fraction(clean_weight, "clean_weight")
+    beta = check_number(beta, "beta", strict=False)
+    clean_weight = check_fraction(clean_weight, "clean_weight")
     if overfit_drop is not None:
-        overfit_drop = _check_fraction(overfit_drop, "overfit_drop")
+        overfit_drop = check_fraction(overfit_drop, "overfit_drop")
     if overfit_gap is not None:
-        overfit_gap = _check_fraction(overfit_gap, "overfit_gap")
+        overfit_gap = check_fraction(overfit_gap, "overfit_gap")
         if monitor_attack is None:
             raise ValueError(
                 "overfit_gap compares the training attack with monitor_attack, so it needs one: pass "
@@ -483,7 +461,7 @@ def adversarial_training(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     rank, world = _process_group()
     if rank > 0:  # different random starts and dropout on every process; rank 0 keeps the stream
-        gen.manual_seed(_fresh_seed(gen) + rank)
+        gen.manual_seed(fresh_seed(gen) + rank)
     trainer: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -518,7 +496,7 @@ def adversarial_training(
             model.check_inputs = False  # the whole data set was checked above
         with torch.random.fork_rng(devices=fork_devices), warnings.catch_warnings():
             warnings.simplefilter("ignore", TrainModeWarning)
-            torch.manual_seed(_fresh_seed(gen))  # dropout: reproducible, global RNG restored
+            torch.manual_seed(fresh_seed(gen))  # dropout: reproducible, global RNG restored
             for epoch in bar:
                 start = time.perf_counter()
                 order = _shared_order(len(data), gen, world)
@@ -717,7 +695,7 @@ def pgd_at(
     (['clean_acc', 'epoch', 'loss'], False)
     """
     eps = check_eps(eps, norm=norm, bounds=bounds_of(model))
-    steps = _check_int(steps, "steps", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
     gen = _gen(generator)
     attack = partial(pgd_train_attack, eps=eps, steps=steps, step_size=step_size, norm=norm, generator=gen)
     monitor = partial(pgd_train_attack, eps=eps, steps=10, norm=norm, generator=gen)
@@ -782,7 +760,7 @@ def fast_at(
     """
     eps = check_eps(eps, norm="linf", bounds=bounds_of(model))
     gen = _gen(generator)
-    alpha = 1.25 * eps if step_size is None else _check_number(step_size, "step_size")
+    alpha = 1.25 * eps if step_size is None else check_number(step_size, "step_size")
     attack = partial(fgsm_rs_attack, eps=eps, step_size=alpha, random_start=random_start, generator=gen)
     history = adversarial_training(
         model,
@@ -843,7 +821,7 @@ def trades(
     1
     """
     eps = check_eps(eps, norm="linf", bounds=bounds_of(model))
-    steps = _check_int(steps, "steps", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
     gen = _gen(generator)
     attack = partial(trades_attack, eps=eps, steps=steps, step_size=step_size, generator=gen)
     history = adversarial_training(

@@ -35,10 +35,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from labkit._checks import check_int
 from labkit.attacks.whitebox import Attack
 from labkit.contract import LabModel
 from labkit.hardening.wrappers import base_of, check_lab_model, wrap
-from labkit.stress.corruptions import _CHROMA, _LUMA, _dct_matrix, _quant_table
+from labkit.jpeg import jpeg_roundtrip
 from labkit.utils import check_images, eval_mode
 
 __all__ = [
@@ -82,15 +83,6 @@ class InputTransform(nn.Module):
         return x
 
 
-def _check_int_in(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    number = int(value)
-    if not low <= number <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {number}")
-    return number
-
-
 class BitDepth(InputTransform):
     """Reduce every pixel to ``bits`` bits: :math:`g(x) = \\mathrm{round}(x (2^b - 1)) / (2^b - 1)`.
 
@@ -108,7 +100,7 @@ class BitDepth(InputTransform):
 
     def __init__(self, bits: int) -> None:
         super().__init__()
-        self.bits = _check_int_in(bits, "bits", 1, 16)
+        self.bits = check_int(bits, "bits", minimum=1, maximum=16)
         self.levels = float(2**self.bits - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +126,7 @@ class MedianFilter(InputTransform):
 
     def __init__(self, size: int = 2) -> None:
         super().__init__()
-        self.size = _check_int_in(size, "size", 1, 15)
+        self.size = check_int(size, "size", minimum=1, maximum=15)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.size
@@ -182,49 +174,10 @@ class JPEG(InputTransform):
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
-        self.quality = _check_int_in(quality, "quality", 1, 100)
+        self.quality = check_int(quality, "quality", minimum=1, maximum=100)
 
     def _compress(self, x: torch.Tensor, rounding: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        n, c, h, w = x.shape
-        img = x * 255.0
-        if c == 3:
-            r, g, b = img.unbind(1)
-            ycc = torch.stack(
-                [
-                    0.299 * r + 0.587 * g + 0.114 * b,
-                    -0.168736 * r - 0.331264 * g + 0.5 * b + 128.0,
-                    0.5 * r - 0.418688 * g - 0.081312 * b + 128.0,
-                ],
-                dim=1,
-            )
-            tables = [_LUMA, _CHROMA, _CHROMA]
-        else:
-            ycc = img
-            tables = [_LUMA] * c
-        ph, pw = (-h) % 8, (-w) % 8
-        ycc = ycc - 128.0
-        if ph or pw:
-            ycc = F.pad(ycc, (0, pw, 0, ph), mode="replicate")
-        hh, ww = ycc.shape[-2:]
-        blocks = ycc.reshape(n, c, hh // 8, 8, ww // 8, 8).transpose(3, 4)
-        d = _dct_matrix(x)
-        q = torch.stack([_quant_table(t, self.quality, x) for t in tables]).view(1, c, 1, 1, 8, 8)
-        coeff = rounding((d @ blocks @ d.T) / q) * q
-        blocks = d.T @ coeff @ d
-        ycc = blocks.transpose(3, 4).reshape(n, c, hh, ww)[..., :h, :w] + 128.0
-        if c == 3:
-            y, cb, cr = ycc.unbind(1)
-            img = torch.stack(
-                [
-                    y + 1.402 * (cr - 128.0),
-                    y - 0.344136 * (cb - 128.0) - 0.714136 * (cr - 128.0),
-                    y + 1.772 * (cb - 128.0),
-                ],
-                dim=1,
-            )
-        else:
-            img = ycc
-        return (img / 255.0).clamp(0.0, 1.0)
+        return (jpeg_roundtrip(x, self.quality, rounding=rounding) / 255.0).clamp(0.0, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._compress(x, _round_exact)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN"]
+__all__ = ["MLP", "SmallCNN", "small_net"]
 
 
 class SmallCNN(nn.Module):
@@ -90,3 +91,18 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+def small_net(input_shape: Sequence[int], num_classes: int, **arch: Any) -> nn.Module:
+    """The course's one model factory: a :class:`SmallCNN` for images ``(C, H, W)`` (square),
+    an :class:`MLP` for feature vectors ``(D,)``; ``arch`` goes to the network's constructor.
+
+    >>> type(small_net((3, 32, 32), 10, width=8)).__name__, type(small_net((30,), 2)).__name__
+    ('SmallCNN', 'MLP')
+    """
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        return SmallCNN(shape[0], num_classes, image_size=shape[-1], **arch)
+    if len(shape) == 1:
+        return MLP(shape[0], num_classes, **arch)
+    raise ValueError(f"input_shape must be (C, H, W) for images or (D,) for features, got {shape}")

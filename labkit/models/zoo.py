@@ -19,7 +19,7 @@ from labkit.config import Profile, active_profile, cache_dir
 from labkit.contract import LabModel
 from labkit.data import load
 from labkit.data.base import LabData
-from labkit.models.nets import MLP, SmallCNN
+from labkit.models.nets import small_net
 from labkit.models.training import accuracy, train
 
 __all__ = ["RECIPES", "Recipe", "build", "pretrained", "weights_path"]
@@ -105,16 +105,9 @@ def build(recipe: Recipe | str, data: LabData) -> LabModel:
     """An untrained model for a recipe, wrapped in the lab contract with ``data``'s statistics."""
     r = RECIPES[recipe] if isinstance(recipe, str) else recipe
     mean, std = data.stats()
-    if data.is_image:
-        net: torch.nn.Module = SmallCNN(
-            data.input_shape[0], data.num_classes, image_size=data.input_shape[-1], **r.arch
-        )
-        value_range: tuple[float, float] | None = (0.0, 1.0)
-    else:
-        net = MLP(data.input_shape[0], data.num_classes, **r.arch)
-        value_range = None
+    value_range = (0.0, 1.0) if data.is_image else None
     return LabModel(
-        net,
+        small_net(data.input_shape, data.num_classes, **r.arch),
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         mean=mean,
@@ -224,12 +217,8 @@ def _spec(model: LabModel) -> dict[str, Any]:
 def _from_saved(recipe: Recipe, saved: dict[str, Any]) -> LabModel:
     spec = saved["spec"]
     shape = tuple(spec["input_shape"])
-    if len(shape) == 3:
-        net: torch.nn.Module = SmallCNN(shape[0], spec["num_classes"], image_size=shape[-1], **recipe.arch)
-    else:
-        net = MLP(shape[0], spec["num_classes"], **recipe.arch)
     model = LabModel(
-        net,
+        small_net(shape, spec["num_classes"], **recipe.arch),
         input_shape=shape,
         num_classes=spec["num_classes"],
         value_range=tuple(spec["value_range"]) if spec["value_range"] else None,

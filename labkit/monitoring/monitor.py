@@ -11,9 +11,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from labkit._checks import check_generator
+from labkit.classifier import Classifier, batched_logits, check_model
 from labkit.data.base import LabData
 from labkit.monitoring.stats import (
-    _check_names,
+    check_names,
     embed,
     ks_test,
     median_bandwidth,
@@ -22,9 +24,7 @@ from labkit.monitoring.stats import (
     prediction_test,
     psi,
 )
-from labkit.stress._models import Classifier, batched_logits, check_model
-from labkit.stress._random import check_generator
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["DriftAlert", "DriftMonitor", "DriftStep"]
 
@@ -179,7 +179,7 @@ class DriftMonitor:
         self.model = check_model(model) if model is not None else None
         if feature_names is None and isinstance(reference, LabData):
             feature_names = reference.feature_names
-        self.feature_names = _check_names(feature_names, x.shape[1]) if self.kind == "tabular" else []
+        self.feature_names = check_names(feature_names, x.shape[1]) if self.kind == "tabular" else []
         for name, value, low, high in (
             ("ks_alpha", ks_alpha, 0.0, 1.0),
             ("mmd_alpha", mmd_alpha, 0.0, 1.0),

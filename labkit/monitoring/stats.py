@@ -25,8 +25,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from labkit.stress._models import Classifier, check_batch_size, model_device
-from labkit.stress._random import check_generator
+from labkit._checks import check_generator
+from labkit.classifier import Classifier, check_batch_size, model_device
 from labkit.utils import eval_mode
 
 __all__ = [
@@ -360,7 +360,7 @@ def prediction_test(reference_probs: object, current_probs: object) -> float:
     return float(chi2_contingency(table).pvalue)
 
 
-def _check_names(names: Sequence[str] | None, features: int) -> list[str]:
+def check_names(names: Sequence[str] | None, features: int) -> list[str]:
     if names is None:
         return [f"x{j}" for j in range(features)]
     out = [str(n) for n in names]

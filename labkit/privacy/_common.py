@@ -147,12 +147,10 @@ def image_model(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 16, dropout: float = 0.0
 ) -> LabModel:
     """A small CNN (or MLP for feature vectors) in the lab contract, inputs assumed in [0, 1]."""
-    from labkit.models.nets import MLP, SmallCNN
+    from labkit.models.nets import small_net
 
     if len(input_shape) == 3:
-        net: nn.Module = SmallCNN(
-            input_shape[0], num_classes, image_size=input_shape[-1], width=width, dropout=dropout
-        )
+        net = small_net(input_shape, num_classes, width=width, dropout=dropout)
         return LabModel(net, input_shape=input_shape, num_classes=num_classes, mean=0.5, std=0.5)
-    net = MLP(input_shape[0], num_classes, hidden=(4 * width, 4 * width), dropout=dropout)
+    net = small_net(input_shape, num_classes, hidden=(4 * width, 4 * width), dropout=dropout)
     return LabModel(net, input_shape=input_shape, num_classes=num_classes, value_range=None)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import torch
 
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["AuditLog", "AuditRecord", "input_hash"]
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["CircuitBreaker", "ManualClock", "Transition"]
 

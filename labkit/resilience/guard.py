@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
+from labkit.classifier import Classifier, batched_logits, check_model
 from labkit.contract import LabModel
 from labkit.resilience.audit import AuditLog, AuditRecord, input_hash
 from labkit.resilience.breaker import CircuitBreaker
 from labkit.resilience.review import ReviewDecision, ReviewItem, ReviewQueue
 from labkit.resilience.scores import SCORES, ScoreName, threshold_for_budget
-from labkit.stress._models import Classifier, batched_logits, check_model
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 from labkit.utils import check_images
 
 __all__ = ["GuardedModel", "GuardedPrediction"]

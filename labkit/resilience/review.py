@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["ReviewDecision", "ReviewItem", "ReviewQueue"]
 

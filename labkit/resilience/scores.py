@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from labkit.stress._models import Classifier, batched_logits
+from labkit.classifier import Classifier, batched_logits
 
 __all__ = ["SCORES", "anomaly_score", "energy_score", "msp_score", "threshold_for_budget"]
 

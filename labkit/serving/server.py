@@ -371,7 +371,7 @@ class _Metrics:
 
 
 # ------------------------------------------------------------------------------------- app
-def _as_api(model: LabModel | PredictionAPI) -> PredictionAPI:
+def as_api(model: LabModel | PredictionAPI) -> PredictionAPI:
     if isinstance(model, PredictionAPI):
         return model
     if isinstance(model, LabModel):
@@ -410,7 +410,7 @@ def create_app(
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-    api = _as_api(model)
+    api = as_api(model)
     cfg = config if config is not None else ServeConfig()
     metrics = _Metrics()
     shape, value_range = api.model.input_shape, api.model.value_range
@@ -583,7 +583,7 @@ def check_loopback(host: str, *, what: str = "host") -> str:
     )
 
 
-def _check_url(url: str) -> str:
+def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"url must look like http://127.0.0.1:PORT, got {url!r}")
@@ -666,7 +666,7 @@ class ServedModel:
     def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
         import httpx
 
-        self.url = _check_url(url)
+        self.url = check_url(url)
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
 
     def post_json(self, payload: object) -> Any:
@@ -758,7 +758,7 @@ class ModelServer:
         name: str = "model",
         **overrides: Any,
     ) -> None:
-        self.api = _as_api(model)
+        self.api = as_api(model)
         base = config if config is not None else ServeConfig()
         unknown = set(overrides) - set(asdict(base))
         if unknown:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from labkit._checks import check_generator
+
 __all__ = ["check_generator", "normal", "poisson", "uniform"]
-
-
-def check_generator(generator: object) -> torch.Generator | None:
-    """Return ``generator`` if it is ``None`` or a :class:`torch.Generator`, else raise ``TypeError``."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
 
 
 def _where(like: torch.Tensor, generator: torch.Generator | None) -> torch.device:

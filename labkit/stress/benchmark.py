@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from labkit._checks import check_generator
+from labkit.classifier import Classifier, batched_logits, check_batch_size, check_model
 from labkit.data.base import LabData
-from labkit.stress._models import Classifier, batched_logits, check_batch_size, check_model
-from labkit.stress._random import check_generator
-from labkit.stress._tables import html_table, markdown_table
 from labkit.stress.corruptions import CORRUPTIONS, check_severity, corrupt
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["CorruptionReport", "corruption_benchmark"]
 

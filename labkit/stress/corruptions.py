@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from labkit.jpeg import jpeg_roundtrip
 from labkit.stress._random import check_generator, normal, poisson, uniform
 from labkit.utils import check_images
 
@@ -269,44 +270,6 @@ def _missing_pixels(x: torch.Tensor, s: int, g: torch.Generator | None) -> torch
     return x.masked_fill(dead, 0.0)
 
 
-# JPEG (ITU-T T.81, Annex K) quantisation tables for luminance and chrominance.
-_LUMA = (
-    (16, 11, 10, 16, 24, 40, 51, 61),
-    (12, 12, 14, 19, 26, 58, 60, 55),
-    (14, 13, 16, 24, 40, 57, 69, 56),
-    (14, 17, 22, 29, 51, 87, 80, 62),
-    (18, 22, 37, 56, 68, 109, 103, 77),
-    (24, 35, 55, 64, 81, 104, 113, 92),
-    (49, 64, 78, 87, 103, 121, 120, 101),
-    (72, 92, 95, 98, 112, 100, 103, 99),
-)
-_CHROMA = (
-    (17, 18, 24, 47, 99, 99, 99, 99),
-    (18, 21, 26, 66, 99, 99, 99, 99),
-    (24, 26, 56, 99, 99, 99, 99, 99),
-    (47, 66, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-)
-
-
-def _quant_table(base: tuple[tuple[int, ...], ...], quality: int, like: torch.Tensor) -> torch.Tensor:
-    # libjpeg's quality scaling (jcparam.c)
-    scale = 5000.0 / quality if quality < 50 else 200.0 - 2.0 * quality
-    table = torch.tensor(base, device=like.device, dtype=like.dtype)
-    return torch.floor((table * scale + 50.0) / 100.0).clamp(1, 255)
-
-
-def _dct_matrix(like: torch.Tensor) -> torch.Tensor:
-    k = torch.arange(8, device=like.device, dtype=like.dtype).view(8, 1)
-    n = torch.arange(8, device=like.device, dtype=like.dtype).view(1, 8)
-    d = torch.cos(math.pi * (2 * n + 1) * k / 16) * math.sqrt(2 / 8)
-    d[0] = math.sqrt(1 / 8)
-    return d  # orthonormal DCT-II; D @ B @ D.T is JPEG's 2-D forward DCT of a block B
-
-
 def jpeg(x: torch.Tensor, *, quality: int) -> torch.Tensor:
     """JPEG-compress a batch in PyTorch: 8x8 block DCT, quantisation, inverse DCT.
 
@@ -341,45 +304,7 @@ def jpeg(x: torch.Tensor, *, quality: int) -> torch.Tensor:
 
 
 def _jpeg_work(x: torch.Tensor, quality: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    img = x * 255.0
-    if c == 3:
-        r, g_, b = img.unbind(1)
-        ycc = torch.stack(
-            [
-                0.299 * r + 0.587 * g_ + 0.114 * b,
-                -0.168736 * r - 0.331264 * g_ + 0.5 * b + 128.0,
-                0.5 * r - 0.418688 * g_ - 0.081312 * b + 128.0,
-            ],
-            dim=1,
-        )
-        tables = [_LUMA, _CHROMA, _CHROMA]
-    else:
-        ycc = img
-        tables = [_LUMA] * c
-    ph, pw = (-h) % 8, (-w) % 8
-    ycc = F.pad(ycc - 128.0, (0, pw, 0, ph), mode="replicate") if ph or pw else ycc - 128.0
-    hh, ww = ycc.shape[-2:]
-    blocks = ycc.reshape(n, c, hh // 8, 8, ww // 8, 8).transpose(3, 4)  # (n, c, bh, bw, 8, 8)
-    d = _dct_matrix(x)
-    q = torch.stack([_quant_table(t, quality, x) for t in tables]).view(1, c, 1, 1, 8, 8)
-    coeff = d @ blocks @ d.T
-    coeff = torch.round(coeff / q) * q
-    blocks = d.T @ coeff @ d
-    ycc = blocks.transpose(3, 4).reshape(n, c, hh, ww)[..., :h, :w] + 128.0
-    if c == 3:
-        y, cb, cr = ycc.unbind(1)
-        img = torch.stack(
-            [
-                y + 1.402 * (cr - 128.0),
-                y - 0.344136 * (cb - 128.0) - 0.714136 * (cr - 128.0),
-                y + 1.772 * (cb - 128.0),
-            ],
-            dim=1,
-        )
-    else:
-        img = ycc
-    return torch.round(img.clamp(0, 255)) / 255.0
+    return torch.round(jpeg_roundtrip(x, quality).clamp(0, 255)) / 255.0
 
 
 def _jpeg(x: torch.Tensor, s: int, g: torch.Generator | None) -> torch.Tensor:

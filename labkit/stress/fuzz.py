@@ -43,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from labkit.stress._random import check_generator, uniform
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["FuzzCase", "FuzzReport", "FuzzResult", "fuzz", "fuzz_inputs"]
 

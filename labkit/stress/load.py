@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from labkit._checks import check_int
 from labkit.stress import _loadgen
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 
 __all__ = ["DegradationReport", "LoadTestReport", "degradation_curve", "load_test"]
 
@@ -102,18 +103,12 @@ def _in_process(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _url_of(target: object) -> str:
-    from labkit.serving.server import _check_url
+    from labkit.serving.server import check_url
 
     url = getattr(target, "url", target)
     if not isinstance(url, str):
         raise TypeError(f"target must be a URL string or a running server, got {type(target).__name__}")
-    return _check_url(url)
-
-
-def _check_int(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return int(value)
+    return check_url(url)
 
 
 def _check_seconds(value: object, name: str, high: float) -> float:
@@ -286,13 +281,15 @@ def load_test(
     url = _url_of(target)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor batch to send, got {type(x).__name__}")
-    levels = sorted({_check_int(c, "every concurrency level", 1, MAX_CONCURRENCY) for c in concurrency})
+    levels = sorted(
+        {check_int(c, "every concurrency level", minimum=1, maximum=MAX_CONCURRENCY) for c in concurrency}
+    )
     if not levels:
         raise ValueError("concurrency must list at least one level, e.g. (1, 2, 4, 8)")
-    requests = _check_int(requests, "requests", 1, MAX_REQUESTS)
+    requests = check_int(requests, "requests", minimum=1, maximum=MAX_REQUESTS)
     duration_s = _check_seconds(duration_s, "duration_s", MAX_DURATION_S)
     timeout_s = _check_seconds(timeout_s, "timeout_s", MAX_DURATION_S)
-    warmup = _check_int(warmup, "warmup", 0, 100)
+    warmup = check_int(warmup, "warmup", minimum=0, maximum=100)
     body = encode_request(x)
     job = {
         "url": url,
@@ -410,7 +407,7 @@ def degradation_curve(
     concurrency, requests, duration_s:
         The load at which every setting is measured (see :func:`load_test`).
     """
-    from labkit.serving.server import ModelServer, ServeConfig, _as_api
+    from labkit.serving.server import ModelServer, ServeConfig, as_api
 
     if not settings:
         raise ValueError("settings must name at least one configuration, e.g. {'baseline': {}}")
@@ -418,8 +415,8 @@ def degradation_curve(
         raise ValueError("x must be a non-empty batch tensor of inputs")
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape[0] != x.shape[0]):
         raise ValueError(f"y must hold one label per input of x ({x.shape[0]}), got {getattr(y, 'shape', y)}")
-    rows_per_request = _check_int(rows_per_request, "rows_per_request", 1, int(x.shape[0]))
-    api = _as_api(model)
+    rows_per_request = check_int(rows_per_request, "rows_per_request", minimum=1, maximum=int(x.shape[0]))
+    api = as_api(model)
     with torch.no_grad():
         reference = api.model(x).argmax(1)
     rows = []

@@ -39,11 +39,11 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from labkit.classifier import Classifier, batched_logits, check_batch_size, check_model
 from labkit.data.base import LabData
-from labkit.stress._models import Classifier, batched_logits, check_batch_size, check_model
 from labkit.stress._random import check_generator, normal, uniform
-from labkit.stress._tables import html_table, markdown_table
 from labkit.stress.corruptions import check_severity
+from labkit.tables import html_table, markdown_table
 
 __all__ = [
     "TABULAR_STRESSES",

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labkit.classifier import Classifier, check_model
 from labkit.data.base import LabData
-from labkit.stress._models import Classifier, check_model
-from labkit.stress._tables import html_table, markdown_table
+from labkit.tables import html_table, markdown_table
 from labkit.validation.suite import METRICS, ModelCard, check_gates, validate
 
 __all__ = ["ContinuousValidator", "ValidationStep"]

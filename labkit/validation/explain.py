@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from labkit.stress._models import model_device
-from labkit.stress._random import check_generator
+from labkit._checks import check_generator
+from labkit.classifier import model_device
 from labkit.utils import eval_mode
 
 __all__ = ["SanityResult", "integrated_gradients", "randomization_check", "randomize_parameters", "saliency"]

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from labkit.classifier import Classifier, batched_logits, check_model
 from labkit.data.base import LabData
-from labkit.stress._models import Classifier, batched_logits, check_model
 from labkit.validation.metrics import recall_at_fpr, roc_auc
 
 __all__ = ["MembershipResult", "loss_threshold_attack"]

@@ -10,10 +10,10 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from labkit._checks import check_generator
+from labkit.classifier import Classifier, batched_logits, check_batch_size, check_model
 from labkit.data.base import LabData
-from labkit.stress._models import Classifier, batched_logits, check_batch_size, check_model
-from labkit.stress._random import check_generator
-from labkit.stress._tables import fmt, html_table, markdown_table
+from labkit.tables import fmt, html_table, markdown_table
 from labkit.validation.metrics import (
     demographic_parity_difference,
     equal_opportunity_difference,
