@@ -101,15 +101,15 @@ grader-deps:
 
 unit: $(STAMP) cert-fonts grader-deps
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile \
-		--doctest-modules labkit tests -m "not slow and not browser and not hub" $(PYTEST_ARGS)
+		--doctest-modules labkit tests -m "not slow and not browser and not hub" --durations=10 $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 \
-		--dist loadfile --nbval-lax solutions -p no:cacheprovider $(PYTEST_ARGS)
+		--dist loadfile --nbval-lax solutions -p no:cacheprovider --durations=10 $(PYTEST_ARGS)
 
 grading: $(STAMP) grader-deps
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest \
-		-m slow -n 2 -rA --show-capture=stdout tests $(PYTEST_ARGS)
+		-m slow -n 2 -rA --show-capture=stdout --durations=30 tests $(PYTEST_ARGS)
 
 # The browser test drives JupyterLab in headless Chromium from the Debian packages. As root
 # they are installed here when missing; elsewhere the test is skipped and says how to get them.
