@@ -109,7 +109,7 @@ notebooks: $(STAMP)
 
 grading: $(STAMP) grader-deps
 	LABKIT_CACHE=$(TEST_CACHE) LABKIT_PROFILE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest \
-		-m slow -n 2 -rA --show-capture=stdout --durations=30 tests $(PYTEST_ARGS)
+		-m slow -n 2 --dist worksteal -rA --show-capture=stdout --durations=30 tests $(PYTEST_ARGS)
 
 # The browser test drives JupyterLab in headless Chromium from the Debian packages. As root
 # they are installed here when missing; elsewhere the test is skipped and says how to get them.
