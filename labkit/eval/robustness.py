@@ -20,16 +20,16 @@ import html
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_eps
-from labkit.attacks.whitebox import fgsm, pgd
 from labkit.contract import LabModel
+from labkit.course.manifest import Profile
 from labkit.data.base import LabData
+from labkit.eval.ensemble import EnsembleBudget, EnsembleResult, worst_case
 from labkit.eval.stats import check_alpha, clopper_pearson
 from labkit.utils import eval_mode
 
@@ -37,11 +37,6 @@ __all__ = ["RobustnessReport", "robustness"]
 
 EpsAttack = Callable[..., Any]
 """``(model, x, y, *, eps) -> x_adv`` (or a result with ``.x_adv``, as black-box attacks return)."""
-
-
-def _default_attacks(generator: torch.Generator | None) -> dict[str, EpsAttack]:
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    return {"fgsm": fgsm, "pgd-20": partial(pgd, steps=20, generator=gen)}
 
 
 def _takes_eps(attack: Callable[..., Any]) -> bool:
@@ -233,6 +228,7 @@ def robustness(
     batch_size: int = 256,
     confidence: float = 0.95,
     generator: torch.Generator | None = None,
+    profile: str | Profile | EnsembleBudget | None = None,
 ) -> RobustnessReport:
     """Evaluate ``model`` against several attacks at several budgets, worst case per example.
 
@@ -248,7 +244,11 @@ def robustness(
     data:
         A :class:`~labkit.data.LabData` or a tuple ``(x, y)``.
     attacks:
-        ``{name: attack}``; default ``{"fgsm": fgsm, "pgd-20": partial(pgd, steps=20)}``.
+        ``{name: attack}``. Default: the AutoAttack-strength ensemble of
+        :func:`~labkit.eval.worst_case` (APGD-CE, APGD-DLR, BPDA/EOT variants where the model's
+        gradients look masked, Square), each attack run only on the examples no earlier one
+        broke. Its columns then count, per attack, the examples it broke first; the worst case
+        is exact either way.
     eps:
         One budget or a list (a sweep), in pixel units, each ``>= 0``.
     n:
@@ -259,6 +259,9 @@ def robustness(
         Level of the Clopper-Pearson intervals, in (0, 1).
     generator:
         Seeds the default attacks.
+    profile:
+        Sizes of the default ensemble (a profile name or an
+        :class:`~labkit.eval.EnsembleBudget`; default the active profile).
 
     Returns
     -------
@@ -274,8 +277,9 @@ def robustness(
     ...     _ = net[1].bias.zero_()
     >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
     >>> x = torch.rand(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
-    >>> report = robustness(model, (x, model.predict(x)), eps=[0.0, 0.1])
-    >>> report.accuracy("clean"), report.accuracy("worst", 0.1) <= report.accuracy("pgd-20", 0.1)
+    >>> small = lk.eval.EnsembleBudget(apgd_steps=10, square_queries=50)
+    >>> report = robustness(model, (x, model.predict(x)), eps=[0.0, 0.1], profile=small)
+    >>> report.accuracy("clean"), report.accuracy("worst", 0.1) <= report.accuracy("apgd-ce", 0.1)
     (1.0, True)
     """
     if not isinstance(model, nn.Module):
@@ -290,7 +294,9 @@ def robustness(
     confidence = check_alpha(confidence, "confidence")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    chosen = dict(attacks) if attacks is not None else _default_attacks(generator)
+    if attacks is None:
+        return _ensemble_report(model, data, eps_values, n, batch_size, confidence, generator, profile)
+    chosen = dict(attacks)
     if not chosen:
         raise ValueError(
             "attacks is empty: give at least one, e.g. {'pgd': partial(lk.attacks.pgd, steps=20)}"
@@ -329,9 +335,6 @@ def robustness(
     worst = clean.unsqueeze(0).expand(len(eps_values), -1).clone()
     for c in correct.values():
         worst &= c
-    name = (
-        model.meta.get("name", type(model).__name__) if isinstance(model, LabModel) else type(model).__name__
-    )
     return RobustnessReport(
         eps=eps_values,
         attacks=list(chosen),
@@ -339,6 +342,53 @@ def robustness(
         correct=correct,
         worst=worst,
         confidence=confidence,
-        model_name=str(name),
+        model_name=_name(model),
         seconds=time.perf_counter() - start,
+    )
+
+
+def _name(model: nn.Module) -> str:
+    return str(
+        model.meta.get("name", type(model).__name__) if isinstance(model, LabModel) else type(model).__name__
+    )
+
+
+def _ensemble_report(
+    model: nn.Module,
+    data: LabData | tuple[torch.Tensor, torch.Tensor],
+    eps_values: list[float],
+    n: int | None,
+    batch_size: int,
+    confidence: float,
+    generator: torch.Generator | None,
+    profile: str | Profile | EnsembleBudget | None,
+) -> RobustnessReport:
+    """:func:`robustness` with the default ensemble: one :func:`worst_case` run per budget."""
+    import time
+
+    start = time.perf_counter()
+    x, y = _as_xy(data, n)
+    device = next((p.device for p in model.parameters()), x.device)
+    x, y = x.to(device), y.to(device)
+    check_attack_inputs(model, x[:1], y[:1], eps=None, norm="linf", bounds=bounds_of(model))
+    runs: list[EnsembleResult] = [
+        worst_case(model, x, y, eps=e, profile=profile, batch_size=batch_size, generator=generator)
+        for e in eps_values
+    ]
+    clean = runs[0].clean
+    names: list[str] = []
+    for run in runs:
+        names += [k for k in run.broken_by if k not in names]
+    none = torch.zeros_like(clean)
+    correct = {k: torch.stack([clean & ~run.broken_by.get(k, none) for run in runs]) for k in names}
+    return RobustnessReport(
+        eps=eps_values,
+        attacks=names,
+        clean=clean,
+        correct=correct,
+        worst=torch.stack([run.robust for run in runs]),
+        confidence=confidence,
+        model_name=_name(model),
+        seconds=time.perf_counter() - start,
+        notes={"masking": [run.masking for run in runs], "seconds": [run.seconds for run in runs]},
     )
