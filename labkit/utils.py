@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -195,7 +196,8 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     >>> model_dtype(nn.Linear(2, 2).double())
     torch.float64
     """
-    for t in (*model.parameters(), *model.buffers()):
+    # Lazily: the first floating parameter ends the walk (attacks call this once per run).
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t.dtype
     return None

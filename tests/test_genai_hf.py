@@ -142,4 +142,9 @@ def test_harness_runs_against_a_hugging_face_target(model, tokenizer, scenario) 
         progress=False,
     )
     assert set(result.configs) == {"no defense", "full stack"}
-    assert 0.0 <= result.asr("no defense") <= 1.0 and "benign success" in result._repr_markdown_()
+    assert "benign success" in result._repr_markdown_()
+    for config in result.configs:
+        # every attack ran once under each configuration, and the rate counts its successes
+        rows = [r for r in result.records if r.config == config and r.kind == "attack"]
+        assert sorted(r.case_id for r in rows) == sorted(a.id for a in attacks)
+        assert result.asr(config) == sum(r.success for r in rows) / len(rows)

@@ -36,7 +36,14 @@ def test_class_list_keeps_the_indices_lessons_rely_on() -> None:
     assert CLASSES.index("stop") == 0
     assert [CLASSES.index(s) for s in SPEEDS] == [3, 4, 5]
     assert {"yield", "no_entry"} <= set(CLASSES)
-    assert isinstance(GENERATOR_VERSION, int) and GENERATOR_VERSION >= 1
+
+
+def test_generator_version_is_recorded_and_keys_the_cached_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bumping GENERATOR_VERSION (after any change to the renderer) retires the cached models."""
+    assert load_signs("test", 4, seed=0).info["generator_version"] == GENERATOR_VERSION >= 1
+    before = lk.models.weights_path("signs-cnn", "ci")
+    monkeypatch.setattr("labkit.data.signs.GENERATOR_VERSION", GENERATOR_VERSION + 1)
+    assert lk.models.weights_path("signs-cnn", "ci") != before
 
 
 def test_shape_dtype_range_and_metadata() -> None:

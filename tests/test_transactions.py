@@ -18,8 +18,17 @@ def train() -> lk.data.LabData:
     return load_transactions("train", 20000, seed=0)
 
 
+def test_generator_version_is_recorded_and_keys_the_cached_models(
+    train: lk.data.LabData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bumping GENERATOR_VERSION (after any change to the generator) retires the cached models."""
+    assert train.info["generator_version"] == GENERATOR_VERSION >= 1
+    before = lk.models.weights_path("transactions-mlp", "ci")
+    monkeypatch.setattr("labkit.data.transactions.GENERATOR_VERSION", GENERATOR_VERSION + 1)
+    assert lk.models.weights_path("transactions-mlp", "ci") != before
+
+
 def test_shapes_dtypes_and_names(train: lk.data.LabData) -> None:
-    assert isinstance(GENERATOR_VERSION, int)
     assert 10 <= len(FEATURES) <= 14
     assert train.name == "transactions" and train.split == "train"
     assert train.x.shape == (20000, len(FEATURES)) and train.x.dtype == torch.float32
