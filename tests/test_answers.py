@@ -66,7 +66,9 @@ def test_numbers_within_the_tolerance_only_and_non_numbers_wrong(course: Path) -
         check_number("00-q1", 1.0)
 
 
-def test_a_copy_without_the_key_says_so(course: Path) -> None:
+def test_a_copy_without_the_key_says_so(course: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """labkit installed from a learner distribution: neither the course nor the install has a key."""
+    monkeypatch.setattr("labkit.course.manifest.installed_course_file", lambda: None)
     (course / "instructor" / "answer_key.yml").unlink()
     with pytest.raises(
         AnswerKeyError, match="instructor's answer key, which this copy of the course does not have"
@@ -92,6 +94,18 @@ def test_a_bad_key_entry_is_named(course: Path, entry: str, match: str) -> None:
         AnswerKeyError, match=re.escape("answer_key.yml: questions[") + ".*" + re.escape(match)
     ):
         answers.load_answer_key(course)
+
+
+def test_a_scratch_copy_without_the_key_reads_the_installed_checkouts(
+    course: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nbgrader grades in a temporary copy of the course (manifest and sources only)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    shutil.copy(course / "course.yml", scratch / "course.yml")
+    monkeypatch.setenv("LABKIT_COURSE", str(scratch / "course.yml"))
+    monkeypatch.setattr("labkit.course.manifest.installed_course_file", lambda: course / "course.yml")
+    assert check_answer("00-q1", "b") and not check_answer("00-q1", "a")
 
 
 def test_a_question_missing_from_the_key_is_named(course: Path) -> None:

@@ -20,9 +20,11 @@ check finds its key:
    question's lesson written there by :func:`export_key`. Nothing else is tried; set but empty,
    it means a grading run without a key, and every check raises :class:`AnswerKeyError`.
 2. The instructor's key file of the course (``LABKIT_COURSE``, else the working directory or its
-   parents, else the checkout labkit was installed from), sealed in memory with the cohort
-   secret; where the instructor set none, with a random secret that lives only in this process
-   (running a solution notebook needs no secret; exporting a key for grading does).
+   parents; where that course has no key, as in a scratch copy that nbgrader grades in, the
+   checkout labkit was installed from), sealed in memory with the cohort secret; where the
+   instructor set none, with a random secret that lives only in this process. A process that
+   reads the plain key gains nothing from the secret, so running a solution notebook or
+   ``lk.course.autograde`` needs none; exporting a key for the grader's sandbox does.
 3. Neither (a learner's own copy): :class:`AnswerKeyError` says that the check needs the
    instructor's key. Learner copies have no such checks; their visible format checks need none.
 
@@ -372,10 +374,16 @@ _SEALED_CACHE: dict[tuple[str, int, int, str, str], SealedKey] = {}
 
 
 def _course_root() -> Path | None:
-    from labkit.course.manifest import find_course_file
+    """The course whose answer key a check reads: the one ``find_course_file`` names
+    (``LABKIT_COURSE``, the working directory or its parents), else, for a scratch copy of a
+    course without its key (an nbgrader run in a temporary folder), the checkout labkit was
+    installed from. None where neither has a key."""
+    from labkit.course.manifest import find_course_file, installed_course_file
 
-    found = find_course_file()
-    return found.resolve().parent if found is not None else None
+    for found in (find_course_file(), installed_course_file()):
+        if found is not None and answer_key_path(found.resolve().parent).is_file():
+            return found.resolve().parent
+    return None
 
 
 def _sealed_for(question: str) -> SealedKey:
@@ -401,7 +409,7 @@ def _sealed_for(question: str) -> SealedKey:
             raise AnswerKeyError(f"{path} is the key of lesson {sealed.lesson}, not {lesson}")
         return sealed
     root = _course_root()
-    if root is None or not answer_key_path(root).is_file():
+    if root is None:
         raise AnswerKeyError(
             f"{question} is checked against the instructor's answer key, which this copy of the "
             "course does not have: hidden checks run when the instructor grades (run the "
