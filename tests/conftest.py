@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread: the CPU is shared (pytest-xdist workers, other jobs), so more threads
+    only oversubscribe it, and one thread keeps runs reproducible."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def digits_model() -> lk.LabModel:
+    """The pretrained digits CNN of the active profile (trained once, then loaded from the cache)."""
+    return lk.models.pretrained("digits-cnn", progress=False)
 
 
 @pytest.fixture

@@ -41,11 +41,6 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def digits_model() -> lk.LabModel:
-    return lk.models.pretrained("digits-cnn", progress=False)
-
-
-@pytest.fixture(scope="module")
 def digits_test() -> lk.data.LabData:
     return lk.data.load("digits", split="test")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -16,13 +15,7 @@ import labkit as lk
 from labkit import ensembles
 from labkit.ensembles import Ensemble
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def linear(weight: list[list[float]], bias: list[float] | None = None) -> lk.LabModel:

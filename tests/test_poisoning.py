@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from margins import assert_gap, assert_rate_above, assert_rate_below, gap_lower
@@ -17,13 +15,7 @@ SMALL = Recipe("digits-small", "digits", "SmallCNN width 16 for fast tests", arc
 EPOCHS = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The CPU is shared: one thread avoids oversubscription and keeps runs reproducible."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

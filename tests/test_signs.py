@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -20,15 +18,6 @@ def canonical(label: str, seed: int = 0) -> torch.Tensor:
     """The difficulty-0 rendering of one class, shape (3, 32, 32)."""
     g = torch.Generator().manual_seed(seed)
     return render(torch.tensor([CLASSES.index(label)]), generator=g, difficulty=0)[0]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Train on one thread: under pytest-xdist the workers already share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_class_list_keeps_the_indices_lessons_rely_on() -> None:

@@ -46,11 +46,6 @@ def small_digits(digits: lk.data.LabData) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def digits_model() -> lk.LabModel:
-    return lk.models.pretrained("digits-cnn", progress=False)
-
-
-@pytest.fixture(scope="module")
 def transactions() -> tuple[lk.data.LabData, lk.data.LabData]:
     return (
         lk.data.load("transactions", split="train", n=4000),
