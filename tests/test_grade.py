@@ -33,6 +33,8 @@ from labkit.course.submissions import Submission
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "00-welcome"
 NOTEBOOK = "welcome.ipynb"
+# The cohort secret the grading tests seal the answer key with (the checker kernel gets the key).
+COHORT_SECRET = "5e" * 32
 TESTS = {  # lesson 00's autograded test cells and their points
     "check_batch_tests": 4,
     "accuracy_tests": 4,
@@ -448,7 +450,7 @@ def _class(folder: Path, extra_paths: dict[str, Any]) -> dict[str, dict[str, Any
                 + wrong["wrap"]
             }
         ),
-        {"wrap_tests", "quiz_format", "quiz_q2_q3", "quiz_q4_q5"},
+        {"wrap_tests"},  # the checker's numpy and torch are its own: the quiz still scores
         "numpy.allclose",
     )
     add(
@@ -493,6 +495,7 @@ def test_grade_a_class_with_malicious_submissions(
     if problem is not None:
         pytest.skip(f"grading needs a bubblewrap sandbox: {problem} (make grader-deps installs it as root)")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LABKIT_COHORT_SECRET", COHORT_SECRET)
     # nbgrader's Gradebook runs the `alembic` executable of this environment.
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     monkeypatch.setenv("LABKIT_CERT_KEY", "instructor-secret-that-must-not-leak")

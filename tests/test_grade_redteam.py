@@ -38,7 +38,7 @@ from labkit.course.sandbox import (
 from labkit.course.submissions import MAX_NOTEBOOK_BYTES, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_grade import NOTEBOOK, ROOT, SLUG, TESTS, _solutions, learner_notebook, write
+from test_grade import COHORT_SECRET, NOTEBOOK, ROOT, SLUG, TESTS, _solutions, learner_notebook, write
 
 FULL = float(sum(TESTS.values()))
 
@@ -369,6 +369,138 @@ if os.fork() == 0:
 """
 
 
+# Attacks on the scoring from inside the learner's kernel. Each goes in the check_batch cell of a
+# blank copy (every other answer left blank), so an honest blank copy's score, zero, is the bar.
+WRONG_CHECK_BATCH = "def check_batch(x, *, shape):\n    return None\n"
+
+IN_KERNEL_ATTACKS: dict[str, str | dict[str, str]] = {
+    # a tracer that jumps over every assertion and expected-raise line, and hides itself
+    "settrace": WRONG_CHECK_BATCH
+    + """
+import linecache, sys
+def _skip(frame, event, arg):
+    if event == "line":
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+        if line.startswith(("assert", "lk.course.expect_raises")):
+            try:
+                frame.f_lineno = frame.f_lineno + 1
+            except ValueError:
+                pass
+    return _skip
+sys.settrace(_skip)
+sys.gettrace = lambda: None
+""",
+    # a failed cell made to look successful after it ran, its traceback never shown
+    "run_cell_events": WRONG_CHECK_BATCH
+    + """
+_ip = get_ipython()
+def _forgive(result):
+    result.error_in_exec = None
+    result.error_before_exec = None
+_ip.events.register("pre_run_cell", lambda info: None)
+_ip.events.register("post_run_cell", _forgive)
+_ip.showtraceback = lambda *a, **k: None
+_ip._showtraceback = lambda *a, **k: None
+""",
+    # test cells rewritten before they run
+    "input_transformer": WRONG_CHECK_BATCH
+    + """
+def _neuter(lines):
+    text = "".join(lines)
+    return ["pass\\n"] if ("assert" in text or "expect_raises" in text) else lines
+get_ipython().input_transformers_post.append(_neuter)
+""",
+    # failed assertions turned into something nothing catches, and isinstance always true
+    "builtins": WRONG_CHECK_BATCH
+    + """
+import builtins
+builtins.AssertionError = type("AssertionError", (Exception,), {})
+builtins.isinstance = lambda *a, **k: True
+get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)
+""",
+    # labkit's checks given the body of a function that accepts everything
+    "code_swap": WRONG_CHECK_BATCH
+    + """
+lk.course.expect_raises.__code__ = (lambda *a, **k: None).__code__
+lk.course.check_answer.__code__ = (lambda *a, **k: True).__code__
+lk.models.accuracy.__code__ = (lambda *a, **k: 0.5).__code__
+""",
+    # values that agree with everything, returned by the learner's functions
+    "always_equal": {
+        "check_batch": """
+class _Yes(float):
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return True
+    def __le__(self, other): return True
+    def __gt__(self, other): return True
+    def __ge__(self, other): return True
+    def __bool__(self): return True
+    def __sub__(self, other): return _Yes(0.0)
+    def __rsub__(self, other): return _Yes(0.0)
+    def __abs__(self): return _Yes(0.0)
+    __hash__ = float.__hash__
+class _Str(str):
+    def __eq__(self, other): return True
+    __hash__ = str.__hash__
+def check_batch(x, *, shape):
+    return _Yes(1.0)
+""",
+        "accuracy": "def accuracy(model, x, y):\n    return _Yes(0.97)\n",
+        "wrap": "def wrap(net):\n    return _Yes(1.0)\n",
+        "quiz": "q1 = q3 = q5 = _Str('z')\nq2 = _Str('AML.nothing')\nq4 = [_Str('z')]\n",
+    },
+    # the learner kernel's server patched to report that every call returned its input
+    "fake_server": WRONG_CHECK_BATCH
+    + """
+import json
+import labkit.course.remote as _remote
+_real = _remote._serve
+def _lie(request):
+    req = json.loads(request)
+    if req.get("op") == "call":
+        return json.dumps({"ok": {"value": {"$arg": "a0"}, "changed": {}}})
+    return _real(request)
+_remote._serve = _lie
+""",
+    # every error message dropped and every failed reply rewritten as a success
+    "rewrite_messages": WRONG_CHECK_BATCH
+    + """
+_kernel = get_ipython().kernel
+_send = _kernel.session.send
+def _rewrite(stream, msg_or_type, content=None, *args, **kwargs):
+    if msg_or_type == "error":
+        return None
+    if msg_or_type == "execute_reply" and isinstance(content, dict) and content.get("status") == "error":
+        content = {"status": "ok", "execution_count": content.get("execution_count"), "user_expressions": {}, "payload": []}
+    return _send(stream, msg_or_type, content, *args, **kwargs)
+_kernel.session.send = _rewrite
+""",
+    # the kernel kills itself in the middle of a test
+    "exit_mid_test": "def check_batch(x, *, shape):\n    import os\n    os._exit(0)\n",
+    # an exception that is every kind of error at once
+    "universal_error": """
+class _Universal(AssertionError, ValueError, TypeError):
+    def __str__(self):
+        return "fine"
+def check_batch(x, *, shape):
+    raise _Universal()
+""",
+}
+
+KEY_HUNT = """
+import os
+_found = [k for k in os.environ if "KEY" in k or "ANSWER" in k or "PEER" in k]
+for _root in ("/run", "/home", "/tmp", "/work", "/"):
+    for _dir, _subs, _files in os.walk(_root):
+        if _dir.startswith(("/proc", "/sys", "/usr", "/dev")):
+            _subs[:] = []
+            continue
+        _found += [os.path.join(_dir, f) for f in _files if "answer" in f.lower() or "peer" in f.lower() or "cohort" in f.lower()]
+print("KEY" + "HUNT:", _found)
+"""
+
+
 def _active_learner_html(html: str) -> list[str]:
     """Script elements with a learner's alert, event-handler attributes and javascript: links."""
     from html.parser import HTMLParser
@@ -428,6 +560,10 @@ def _attack_class(folder: Path, canary: Path) -> dict[str, tuple[float, str]]:
     add("daemon", learner_notebook({"check_batch": sol["check_batch"] + DAEMON}), FULL)
     add("hidden_fail", learner_notebook({"wrap": wrong["wrap"]}), FULL - 4, "in a hidden test")
     add("-2_3", learner_notebook(), FULL)  # an id a spreadsheet would take for a formula
+    for name, code in IN_KERNEL_ATTACKS.items():
+        cells = code if isinstance(code, dict) else {"check_batch": code}
+        add(name, learner_notebook(cells, solved=False), 0.0)
+    add("key_hunt", learner_notebook({"check_batch": sol["check_batch"] + KEY_HUNT}), FULL)
     # the markdown answer carries HTML too
     nb = learner_notebook()
     for cell in nb.cells:
@@ -444,6 +580,7 @@ def test_grade_a_class_of_attacks(
 ) -> None:
     _need_sandbox()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LABKIT_COHORT_SECRET", COHORT_SECRET)
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     canary = Path(tempfile.gettempdir()) / f"labkit-canary-{os.getpid()}.txt"
     canary.write_text("untouched")
@@ -491,17 +628,21 @@ def test_grade_a_class_of_attacks(
         }
         assert second == {"neighbour": FULL, "killer": FULL}, log
         assert canary.read_text() == "untouched", "learner code wrote outside its job"
+        wrong = []  # every learner checked before failing, so one run shows every miss
         for student, (score, reason) in cases.items():
             grade = grades.get(student, SLUG)
-            assert grade is not None and grade.status == "graded", (student, grade)
-            notes = grade.reason + "; ".join(grade.warnings)
-            assert grade.score == score, (student, grade.score, score, notes)
-            if reason:
-                assert reason in notes, (student, notes)
+            notes = "" if grade is None else grade.reason + "; ".join(grade.warnings)
+            if grade is None or grade.status != "graded" or grade.score != score:
+                wrong.append((student, None if grade is None else (grade.status, grade.score), score, notes))
+            elif reason and reason not in notes:
+                wrong.append((student, "reason", reason, notes))
+        assert not wrong, wrong
         feedback = {
             p.parent.parent.name: p.read_text() for p in (tmp_path / "out" / "feedback").rglob("*.html")
         }
         assert "READABLE: []" in feedback["reads_key"], re.findall(r"READABLE:[^<]*", feedback["reads_key"])
+        # The sealed answer key and the learner kernel's peer file live in the checker's sandbox only.
+        assert "KEYHUNT: []" in feedback["key_hunt"], re.findall(r"KEYHUNT:[^<]*", feedback["key_hunt"])
         # Every learner gets feedback, those who failed tests too: it is cut at the hidden boundary,
         # never withheld.
         assert set(cases) <= set(feedback), sorted(set(cases) - set(feedback))
@@ -555,8 +696,11 @@ def _orphaned_kernels() -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_sabotaged_class_completes(course: lk.course.Course, tmp_path: Path) -> None:
+def test_a_sabotaged_class_completes(
+    course: lk.course.Course, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _need_sandbox()
+    monkeypatch.setenv("LABKIT_COHORT_SECRET", COHORT_SECRET)
     folder = tmp_path / "class"
     _sabotaged_class(folder, tmp_path / "outside")
     write(learner_notebook(), tmp_path / "outside", "stranger")

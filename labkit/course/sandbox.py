@@ -927,7 +927,9 @@ def _error_output(ename: str, evalue: str) -> Any:
     return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
-def _guarded_execute_class(output_bytes: int, *, plan: Any = None, restart_grace: float = 5.0) -> type:
+def _guarded_execute_class(
+    output_bytes: int, *, plan: Any = None, restart_grace: float = 5.0, guard_seconds: int = 15
+) -> type:
     """nbgrader's Execute preprocessor with two kernels, an output cap over every message type,
     the execute reply of each graded cell recorded for the scorer, and timeouts that restart a
     kernel which does not stop when interrupted.
@@ -1064,20 +1066,27 @@ def _guarded_execute_class(output_bytes: int, *, plan: Any = None, restart_grace
                 "__import__('labkit.course.sandbox', fromlist=['_integrity'])."
                 f"_integrity(get_ipython(), snapshot={snapshot})"
             )
-            reply = await self.kc.execute_interactive(
-                "",
-                silent=True,
-                store_history=False,
-                user_expressions={"g": expr},
-                timeout=120,
-                output_hook=lambda msg: None,
-            )
+            try:
+                reply = await self.kc.execute_interactive(
+                    "",
+                    silent=True,
+                    store_history=False,
+                    user_expressions={"g": expr},
+                    timeout=guard_seconds,
+                    output_hook=lambda msg: None,
+                )
+            except TimeoutError:
+                # Advisory only: a kernel too slow to answer (a tracer on every line) is not held
+                # up for it, and the check stops.
+                await ensure_async(self.km.interrupt_kernel())
+                self._tampered = self._tampered or "(the integrity check timed out)"
+                return f"the integrity check did not answer within {guard_seconds} s"
             content = reply.get("content", {})
             value = content.get("user_expressions", {}).get("g", {})
             if value.get("status") != "ok":
                 return f"the integrity check could not run ({value.get('ename', content.get('status'))})"
             text = value.get("data", {}).get("text/plain", "")
-            return None if text in ("''", '""') else text.strip("'\"")
+            return None if text in ("''", '""') else "the submission replaced " + text.strip("'\"")
 
         async def _async_handle_timeout(
             self, timeout: int, cell: NotebookNode | None = None
@@ -1217,7 +1226,7 @@ def _guarded_execute_class(output_bytes: int, *, plan: Any = None, restart_grace
                     if found:
                         # Advisory only: the score comes from the checker kernel either way.
                         self._tampered = found
-                        _EVENTS.append(f"advisory: before {grade_id} the submission replaced {found}")
+                        _EVENTS.append(f"advisory, in-kernel check before {grade_id}: {found}")
                 if is_test and plan is not None:
                     return await self._run_test_in_checker(cell, cell_index, execution_count, store_history)
                 if is_test and self._tampered is not None:

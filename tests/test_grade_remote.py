@@ -1,0 +1,327 @@
+"""The checker's side of grading without bubblewrap: which cells it trusts, and what crosses
+from the learner's kernel (a plain ipykernel here) into the checker (this process).
+
+Every value that comes back must be a checker-native object or one of the checker's proxies:
+never an object whose comparisons or truth value run learner code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+import labkit as lk
+from labkit.course import remote
+from labkit.course.cellplan import names_of, plan_cells
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_grade import NOTEBOOK, ROOT, SLUG
+
+
+def _cell(source: str, **meta: Any) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    if meta:
+        cell.metadata["nbgrader"] = meta
+    return cell
+
+
+# --------------------------------------------------------------------------------------------
+# Which cells the checker runs
+
+
+@pytest.mark.parametrize(
+    ("source", "stored"),
+    [
+        ("x = 1", {"x"}),
+        ("x += 1", {"x"}),
+        ("del x", {"x"}),
+        ("import numpy as np, os.path", {"np", "os"}),
+        ("from math import pi as tau", {"tau"}),
+        ("def f():\n    global g\n    g = 1", {"f", "g"}),
+        ("class C:\n    y = 1", {"C"}),
+        ("for i, j in []:\n    pass", {"i", "j"}),
+        ("with open('f') as fh:\n    pass", {"fh"}),
+        ("if (n := 3):\n    pass", {"n"}),
+        ("[k for k in range(3)]", set()),
+        ("def f(a):\n    b = a\n    return b", {"f"}),
+    ],
+)
+def test_names_a_cell_assigns(source: str, stored: set[str]) -> None:
+    assert names_of(source)[1] == stored
+
+
+def test_learner_names_spread_through_the_cells_that_read_them() -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _cell("import torch\nmodel = 1\nseed = 0"),
+        _cell("def solve(v):\n    return v\nhelper = 2", solution=True, grade=False, grade_id="s"),
+        _cell("result = solve(model)"),  # reads a learner name: a learner cell
+        _cell("doubled = result * 2"),  # reads one in turn
+        _cell("seed = 1"),  # reassigned by a trusted cell: the checker's own again
+        _cell("assert solve(doubled) == seed and model", grade=True, solution=False, grade_id="t", points=1),
+    ]
+    plan = plan_cells(nb)
+    step = plan.tests["t"]
+    assert step.learner_names == ["doubled", "solve"]
+    assert step.trusted_before == ["import torch\nmodel = 1\nseed = 0", "seed = 1"]
+    assert "model" in step.shared_names and "result" not in step.shared_names
+    assert plan.learner >= {"solve", "helper", "result", "doubled"}
+
+
+def test_lesson_00_plan_binds_only_the_exercises() -> None:
+    plan = plan_cells(nbformat.read(ROOT / "lessons" / SLUG / NOTEBOOK, as_version=4))
+    assert plan.tests["check_batch_tests"].learner_names == ["check_batch"]
+    assert plan.tests["wrap_tests"].learner_names == ["wrap"]
+    assert set(plan.tests["quiz_format"].learner_names) == {"q1", "q2", "q3", "q4", "q5"}
+    assert "bare" in plan.tests["wrap_tests"].shared_names
+    # the checker never runs a solution cell, released or not
+    every = [src for step in plan.tests.values() for src in step.trusted_before]
+    assert not any("def check_batch" in src or "q1 = None" in src for src in every)
+
+
+# --------------------------------------------------------------------------------------------
+# The codec alone
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        3,
+        2.5,
+        float("inf"),
+        "text",
+        [1, [2, "x"]],
+        (1, (2.0,)),
+        {"a": {"b": None}},
+        {1, 2},
+        np.arange(6, dtype=np.int16).reshape(2, 3),
+        np.float32(1.5),
+        torch.rand(2, 3),
+        torch.tensor([1, 2], dtype=torch.uint8),
+        torch.float64,
+    ],
+)
+def test_data_crosses_as_native_values(value: Any) -> None:
+    back = remote.decode(remote.encode(value, None), None)
+    assert type(back) is type(value)
+    if isinstance(value, torch.Tensor):
+        assert torch.equal(back, value)
+    elif isinstance(value, np.ndarray):
+        assert np.array_equal(back, value) and back.dtype == value.dtype
+    else:
+        assert back == value
+
+
+def test_what_is_not_data_does_not_cross_as_data() -> None:
+    class Yes(float):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = float.__hash__
+
+    for bad in (Yes(1.0), np.array([object()]), {1: "int key"}, lambda: 0):
+        with pytest.raises(remote.CodecError):
+            remote.encode(bad, None)
+    deep: list[Any] = []
+    for _ in range(remote.MAX_DEPTH + 2):
+        deep = [deep]
+    with pytest.raises(remote.CodecError, match="deeper"):
+        remote.encode(deep, None)
+    # an object array in the payload is refused by numpy itself (allow_pickle=False)
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickle"):
+        remote.decode({"$npy": base64.b64encode(buf.getvalue()).decode()}, None)
+
+
+def test_modules_of_trusted_classes_are_rebuilt_with_the_receivers_code() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    model = lk.LabModel(net, input_shape=(1, 8, 8), num_classes=10, mean=0.3, std=0.4).eval()
+    desc = remote.describe_module(model, remote._Budget())
+    assert desc is not None
+    copy = remote.rebuild_module(desc)
+    assert type(copy) is lk.LabModel and not copy.training
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(copy(x), model(x))
+    with pytest.raises(ValueError):
+        copy(torch.full((1, 1, 8, 8), 16.0))  # the checker's own input checks
+
+    class Mine(torch.nn.Module):  # a learner's class: never rebuilt
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    assert remote.describe_module(Mine(), remote._Budget()) is None
+    hooked = torch.nn.Linear(2, 2)
+    hooked.register_forward_hook(lambda *a: None)
+    assert remote.describe_module(hooked, remote._Budget()) is None
+    forged = dict(desc, **{"$module": "builtins:object"})
+    with pytest.raises(remote.CodecError):
+        remote.rebuild_module(forged)
+
+
+@pytest.mark.parametrize(
+    ("mro", "expected"),
+    [
+        (["ValueError"], ValueError),
+        (["__main__.ShapeError", "ValueError", "Exception"], ValueError),
+        (["__main__.U", "AssertionError", "ValueError", "TypeError"], AssertionError),
+        (["__main__.Odd", "Exception"], remote.RemoteError),
+        (["labkit.course.answers.AnswerKeyError", "ValueError"], lk.course.answers.AnswerKeyError),
+    ],
+)
+def test_learner_exceptions_become_allowlisted_checker_exceptions(mro: list[str], expected: type) -> None:
+    err = remote._reraise({"type": mro[0], "bases": mro[1:], "message": "x" * 5000})
+    assert type(err) is expected
+    assert len(str(err)) <= remote.MESSAGE_CHARS + 40
+
+
+# --------------------------------------------------------------------------------------------
+# A learner kernel and the checker's proxies
+
+
+LEARNER = """
+import torch, numpy as np
+import labkit as lk
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+def same(x):
+    return x
+def scale_in_place(x):
+    x.mul_(2)
+    return None
+def picky(x):
+    if x < 0:
+        raise ValueError("negative")
+    return x
+class Universal(AssertionError, ValueError, TypeError):
+    pass
+def universal():
+    raise Universal("every error")
+class Yes(float):
+    def __eq__(self, other):
+        return True
+    __hash__ = float.__hash__
+def yes():
+    return Yes(1.0)
+class Square(torch.nn.Module):
+    def forward(self, x):
+        return x * x
+def custom():
+    return Square()
+def linear():
+    return torch.nn.Linear(4, 2)
+def mode(m):
+    m.train()
+    return m.training
+def draw():
+    return torch.rand(3)
+"""
+
+
+@pytest.fixture(scope="module")
+def learner() -> Iterator[dict[str, Any]]:
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        reply = kc.execute_interactive(LEARNER, timeout=120, output_hook=lambda m: None)
+        assert reply["content"]["status"] == "ok"
+        ns: dict[str, Any] = {}
+        saved = (remote._user_ns, list(remote._PEER))
+        remote._user_ns = lambda: ns
+        remote._PEER[:] = [remote.Peer(km.connection_file, 30)]
+        ns["_kc"] = kc
+        ns["model"] = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        names = ["same", "scale_in_place", "picky", "universal", "yes", "custom", "linear", "mode", "draw"]
+        assert remote.bind([*names, "missing"], ["model"]) == ""
+        assert "missing" not in ns
+        yield ns
+    finally:
+        remote._user_ns, remote._PEER[:] = saved[0], saved[1]
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_calls_return_checker_data_and_keep_identity(learner: dict[str, Any]) -> None:
+    x = torch.rand(2, 4)
+    assert learner["same"](x) is x
+    assert learner["same"]([1, "a"]) == [1, "a"]
+    y = torch.ones(3)
+    assert learner["scale_in_place"](y) is None
+    assert torch.equal(y, torch.full((3,), 2.0)), "an in-place change by learner code shows in the checker"
+    assert learner["picky"](3) == 3
+    with pytest.raises(ValueError, match="negative"):
+        learner["picky"](-1)
+    lk.course.expect_raises(ValueError, learner["picky"], -1)
+
+
+def test_learner_values_never_run_learner_code_in_the_checker(learner: dict[str, Any]) -> None:
+    with pytest.raises(AssertionError) as caught:
+        learner["universal"]()
+    assert type(caught.value) is AssertionError  # not a ValueError or a TypeError as well
+    value = learner["yes"]()
+    assert not isinstance(value, float)
+    assert value != 1.0
+    with pytest.raises(TypeError, match="truth value"):
+        bool(value)
+
+
+def test_trusted_objects_go_by_reference_and_changes_come_back(learner: dict[str, Any]) -> None:
+    model = learner["model"]
+    model.eval()
+    assert learner["mode"](model) is True
+    assert model.training, "the learner's mode change of the shared model shows in the checker"
+    local = torch.nn.Linear(2, 2).eval()  # made by a test: crosses by value
+    assert learner["mode"](local) is True and local.training
+
+
+def test_modules_come_back_rebuilt_or_as_remote_modules(learner: dict[str, Any]) -> None:
+    linear = learner["linear"]()
+    assert type(linear) is torch.nn.Linear
+    square = learner["custom"]()
+    assert isinstance(square, torch.nn.Module) and not isinstance(square, remote.RemoteObject)
+    x = torch.rand(3, 4, requires_grad=True)
+    out = square(x)
+    assert torch.allclose(out, x * x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(grad, 2 * x), "the learner kernel's vector-Jacobian product"
+
+
+def test_random_state_follows_the_checker(learner: dict[str, Any]) -> None:
+    torch.manual_seed(7)
+    first = learner["draw"]()
+    after_first = torch.rand(1)
+    torch.manual_seed(7)
+    assert torch.equal(learner["draw"](), first), "a seed set in the checker governs learner code"
+    assert torch.equal(torch.rand(1), after_first), "and what learner code drew is drawn in the checker"
+
+
+def test_a_lying_server_only_changes_what_learner_code_returns(learner: dict[str, Any]) -> None:
+    kc = learner["_kc"]
+    lie = (
+        "import json, labkit.course.remote as _r\n"
+        "_real = _r._serve\n"
+        "_r._serve = lambda req: json.dumps({'ok': {'value': {'$arg': 'a9'}, 'changed': {}}})\n"
+    )
+    assert kc.execute_interactive(lie, timeout=60, output_hook=lambda m: None)["content"]["status"] == "ok"
+    try:
+        with pytest.raises(remote.RemoteError, match="not passed"):
+            learner["same"](1)
+    finally:
+        kc.execute_interactive("_r._serve = _real", timeout=60, output_hook=lambda m: None)
+    assert learner["picky"](2) == 2
