@@ -8,7 +8,7 @@ examples):
 2. APGD with the difference-of-logits-ratio loss (APGD-DLR), which is invariant to the scale of
    the logits, so a saturated softmax does not hide its gradient;
 3. where :func:`~labkit.eval.detect_masking` saw shattered or random gradients or saturated
-   logits: APGD-CE and APGD-DLR again, on the model seen through BPDA (straight-through on every
+   logits, steps 1 and 2 run instead on the model seen through BPDA (straight-through on every
    rounding op), EOT (logits averaged over draws) and logit rescaling;
 4. Square Attack, a score-based black-box attack with AutoAttack's budget of 5,000 queries,
    which needs no gradient at all;
@@ -308,10 +308,13 @@ def worst_case(
         attack(f"apgd-ce{suffix}", lambda a, b: apgd(target, a, b, eps=eps, steps=steps, generator=gen))
         attack(f"apgd-dlr{suffix}", lambda a, b: _apgd_dlr(target, a, b, eps=eps, steps=steps, generator=gen))
 
-    white_box(model, "")
     adapted = masking.masked
     if adapted:
+        # Where nothing is masked the see-through model computes what the model does (BPDA
+        # touches only rounding ops, DLR ignores the logits' scale), so it replaces the plain runs.
         white_box(_see_through(model, masking, budget.eot_samples), " (bpda/eot)")
+    else:
+        white_box(model, "")
     found = attack(
         "square",
         lambda a, b: _quiet_square(model, a, b, eps=eps, max_queries=budget.square_queries, generator=gen),
