@@ -22,20 +22,16 @@ Wagner, "Defensive Distillation is Not Robust to Adversarial Examples", arXiv:16
 from __future__ import annotations
 
 import copy
-import math
 import time
-import warnings
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from labkit._checks import check_int, check_number
-from labkit.contract import LabModel, TrainModeWarning
+from labkit.contract import LabModel
 from labkit.data.base import LabData
 from labkit.hardening.wrappers import check_lab_model, check_temperature
-from labkit.models.training import one_cycle
+from labkit.models.loop import fit, soft_label_step
 from labkit.utils import check_images, eval_mode, fresh_seed
 
 __all__ = ["distill"]
@@ -152,36 +148,20 @@ def distill(
         model = model.to(device)
         targets = _soft_labels(teacher, data.x, teacher_temperature, 512, device)
 
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        steps_per_epoch = math.ceil(len(data) / batch_size)
-        schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
-        checked = model.check_inputs
         start = time.perf_counter()
-        bar = tqdm(
-            range(1, epochs + 1), desc=f"distilling at T={temperature:g}", unit="epoch", disable=not progress
+        fit(
+            model,
+            data.x,
+            targets,
+            epochs=epochs,
+            step=soft_label_step(temperature),
+            lr=lr,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            generator=gen,
+            progress=progress,
+            desc=f"distilling at T={temperature:g}",
         )
-        try:
-            model.check_inputs = False
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TrainModeWarning)
-                for _ in bar:
-                    model.train()
-                    order = torch.randperm(len(data), generator=gen)
-                    total = torch.zeros((), device=device)
-                    for i in range(0, len(data), batch_size):
-                        idx = order[i : i + batch_size]
-                        xb = data.x[idx].to(device)
-                        logits = model(xb) / temperature
-                        loss = -(targets[idx.to(device)] * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-                        optimiser.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimiser.step()
-                        schedule.step()
-                        total += loss.detach() * len(idx)
-                    bar.set_postfix({"soft_loss": f"{float(total) / len(data):.4f}"})
-        finally:
-            model.check_inputs = checked
-            model.eval()
     model.meta = {
         **model.meta,
         "defense": "defensive distillation",

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from labkit.contract import LabModel, TrainModeWarning
+from labkit.contract import LabModel
 from labkit.data.base import LabData
+from labkit.models.history import History
+from labkit.models.loop import Callback, cross_entropy_step, fit, one_cycle
 from labkit.utils import check_dtype, check_images, check_labels, eval_mode, model_dtype
 
-__all__ = ["History", "accuracy", "predict", "train"]
+__all__ = ["History", "accuracy", "one_cycle", "predict", "train"]
 
 
 def _logits_by_batch(model: nn.Module, x: object, batch_size: int) -> tuple[torch.Tensor, int]:
@@ -99,64 +95,6 @@ def accuracy(
     return float((pred == y.to(device)).float().mean())
 
 
-@dataclass
-class History:
-    """What happened in each epoch of training (a table and a plot)."""
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: str) -> list[float]:
-        return [row[key] for row in self.rows if key in row]
-
-    @property
-    def final(self) -> dict[str, float]:
-        return self.rows[-1] if self.rows else {}
-
-    def _repr_markdown_(self) -> str:
-        if not self.rows:
-            return "*no epochs run*"
-        keys = list(self.rows[0])
-        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        for row in self.rows:
-            lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
-        return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Any:
-        """Loss and accuracy per epoch."""
-        from labkit.plot import curves
-
-        series = {k: self[k] for k in self.rows[0] if k != "epoch" and k != "seconds"}
-        return curves(self["epoch"], series, xlabel="epoch", ylabel="value", title="training history", ax=ax)
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def one_cycle(
-    optimiser: torch.optim.Optimizer, *, lr: float, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """The one-cycle schedule every labkit training loop uses: 25% warm-up, then cosine decay.
-
-    PyTorch's ``OneCycleLR`` divides by the length of its warm-up, which is zero for a run of
-    exactly four steps (and meaningless for fewer); such short runs get a constant ``lr``.
-
-    Examples
-    --------
-    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    >>> type(one_cycle(opt, lr=0.1, total_steps=4)).__name__
-    'LambdaLR'
-    """
-    if total_steps < 5:
-        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
-    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total_steps, pct_start=0.25)
-
-
 def train(
     model: nn.Module,
     data: LabData,
@@ -208,53 +146,27 @@ def train(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if isinstance(model, LabModel):
         check_images(data.x, name="data.x", shape=model.input_shape, value_range=model.value_range)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(data) / batch_size)
-    schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
-    weight = class_weight.to(device) if class_weight is not None else None
-    history = History()
-    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not progress)
-    checked = model.check_inputs if isinstance(model, LabModel) else None
-    try:
-        if isinstance(model, LabModel):
-            model.check_inputs = False  # the whole data set was checked above
-        for epoch in bar:
-            start = time.perf_counter()
-            model.train()
-            order = torch.randperm(len(data), generator=gen)
-            total_loss = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for i in range(0, len(data), batch_size):
-                idx = order[i : i + batch_size]
-                xb, yb = data.x[idx].to(device), data.y[idx].to(device)
-                if augment is not None:
-                    xb = augment(xb, gen)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", TrainModeWarning)
-                    logits = model(xb)
-                loss = F.cross_entropy(logits, yb, weight=weight)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                total_loss += loss.detach() * len(idx)
-                correct += (logits.detach().argmax(1) == yb).sum()
-            model.eval()
-            row: dict[str, float] = {
-                "epoch": epoch,
-                "loss": float(total_loss) / len(data),
-                "train_acc": float(correct) / len(data),
-            }
-            if val is not None:
-                row["val_acc"] = accuracy(model, val)
-            row["seconds"] = time.perf_counter() - start
-            history.rows.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "train_acc", "val_acc")})
-    finally:
-        model.eval()
-        optimiser.zero_grad(set_to_none=True)  # hand the model back without stale gradients
-        if isinstance(model, LabModel) and checked is not None:
-            model.check_inputs = checked
-    return history
+    callbacks = [] if val is None else [_validation_accuracy(val)]
+    return fit(
+        model,
+        data.x,
+        data.y,
+        epochs=epochs,
+        step=cross_entropy_step(class_weight),
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        augment=augment,
+        callbacks=callbacks,
+        generator=generator,
+        progress=progress,
+    )
+
+
+def _validation_accuracy(val: LabData) -> Callback:
+    """A :func:`~labkit.models.loop.fit` callback that records ``val_acc`` each epoch."""
+
+    def record(epoch: int, model: nn.Module, row: dict[str, float]) -> None:
+        row["val_acc"] = accuracy(model, val)
+
+    return record

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from labkit.contract import LabModel, TrainModeWarning
+from labkit.contract import LabModel
 from labkit.data.base import LabData
+from labkit.models.loop import fit, soft_label_step
 from labkit.serving.api import PredictionAPI, TopK
 from labkit.utils import check_images, eval_mode
 
@@ -111,36 +110,22 @@ def fit_soft(
     """
     if isinstance(model, LabModel):
         check_images(x, name="x", shape=model.input_shape, value_range=model.value_range)
-    device = model_device(model)
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    saved = model.check_inputs if isinstance(model, LabModel) else None
-    loss_value = math.nan
-    try:
-        if isinstance(model, LabModel):
-            model.check_inputs = False
-        for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
-            model.train()
-            order = torch.randperm(len(x), generator=gen)
-            total = 0.0
-            for i in range(0, len(x), batch_size):
-                idx = order[i : i + batch_size]
-                xb, tb = x[idx].to(device), targets[idx].to(device)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", TrainModeWarning)
-                    logits = model(xb)
-                loss = -(tb * F.log_softmax(logits, dim=1)).sum(1).mean()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach()) * len(idx)
-            loss_value = total / len(x)
-    finally:
-        optimiser.zero_grad(set_to_none=True)
-        model.eval()
-        if isinstance(model, LabModel) and saved is not None:
-            model.check_inputs = saved
-    return loss_value
+    history = fit(
+        model,
+        x,
+        targets,
+        epochs=epochs,
+        step=soft_label_step(),
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        schedule=False,
+        generator=generator,
+        progress=progress,
+        desc=desc,
+        leave=False,
+    )
+    return history.final["loss"]
 
 
 def image_model(
