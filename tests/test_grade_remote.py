@@ -65,6 +65,7 @@ def test_learner_names_spread_through_the_cells_that_read_them() -> None:
         _cell("result = solve(model)"),  # reads a learner name: a learner cell
         _cell("doubled = result * 2"),  # reads one in turn
         _cell("seed = 1"),  # reassigned by a trusted cell: the checker's own again
+        _cell("figure = plot(model)"),  # a figure no test reads: the checker skips it
         _cell("assert solve(doubled) == seed and model", grade=True, solution=False, grade_id="t", points=1),
     ]
     plan = plan_cells(nb)
@@ -226,6 +227,8 @@ def mode(m):
     return m.training
 def draw():
     return torch.rand(3)
+def draw_with(g):
+    return torch.rand(2, generator=g)
 """
 
 
@@ -247,7 +250,18 @@ def learner() -> Iterator[dict[str, Any]]:
         remote._PEER[:] = [remote.Peer(km.connection_file, 30)]
         ns["_kc"] = kc
         ns["model"] = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-        names = ["same", "scale_in_place", "picky", "universal", "yes", "custom", "linear", "mode", "draw"]
+        names = [
+            "same",
+            "scale_in_place",
+            "picky",
+            "universal",
+            "yes",
+            "custom",
+            "linear",
+            "mode",
+            "draw",
+            "draw_with",
+        ]
         assert remote.bind([*names, "missing"], ["model"]) == ""
         assert "missing" not in ns
         yield ns
@@ -309,6 +323,15 @@ def test_random_state_follows_the_checker(learner: dict[str, Any]) -> None:
     torch.manual_seed(7)
     assert torch.equal(learner["draw"](), first), "a seed set in the checker governs learner code"
     assert torch.equal(torch.rand(1), after_first), "and what learner code drew is drawn in the checker"
+
+
+def test_generators_cross_and_advance_in_the_checker(learner: dict[str, Any]) -> None:
+    g = torch.Generator().manual_seed(3)
+    first, second = learner["draw_with"](g), learner["draw_with"](g)
+    local = torch.Generator().manual_seed(3)
+    assert torch.equal(first, torch.rand(2, generator=local))
+    assert torch.equal(second, torch.rand(2, generator=local))
+    assert torch.equal(g.get_state(), local.get_state())
 
 
 def test_a_lying_server_only_changes_what_learner_code_returns(learner: dict[str, Any]) -> None:

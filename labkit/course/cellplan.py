@@ -9,7 +9,8 @@ reads the *released* notebook (never the submission: a learner can edit unlocked
   reading a learner name (assignment, augmented assignment, ``del``, ``global`` in a function,
   ``import ... as``, ``def``/``class``, ``for`` and ``with ... as`` targets, ``:=``);
 * a **trusted cell** is a code cell that is neither a solution cell nor a test cell and reads
-  no learner name: the checker runs it too, so its names are the checker's own objects;
+  no learner name: the checker runs it too (unless no test depends on it), so its names are
+  the checker's own objects;
 * before a test cell runs in the checker, every learner name it reads is bound there from the
   learner's kernel as data or call proxies (:mod:`labkit.course.remote`).
 """
@@ -189,9 +190,12 @@ def plan_cells(nb: Any) -> CellPlan:
     learner: set[str] = set()
     shared: set[str] = set()
     every: set[str] = set()
-    pending: list[str] = []
+    pending: list[int] = []
+    trusted: list[tuple[str, set[str], set[str]]] = []  # source, names read, names assigned
     tests: dict[str, TestStep] = {}
+    before: dict[str, list[int]] = {}
     order: list[str] = []
+    events: list[tuple[str, int | str]] = []
     for cell in nb.cells:
         if cell.cell_type != "code" or not cell.source.strip():
             continue
@@ -205,11 +209,12 @@ def plan_cells(nb: Any) -> CellPlan:
             tests[grade_id] = TestStep(
                 grade_id,
                 cell.source,
-                trusted_before=pending,
                 learner_names=sorted(loaded & learner),
                 shared_names=sorted(shared),
             )
+            before[grade_id] = pending
             order.append(grade_id)
+            events.append(("test", grade_id))
             pending = []
             learner -= stored  # names a test cell assigns are the checker's own from then on
             shared -= stored
@@ -219,6 +224,23 @@ def plan_cells(nb: Any) -> CellPlan:
         else:
             learner -= stored
             shared |= stored
-            pending.append(cell.source)
+            pending.append(len(trusted))
+            events.append(("trusted", len(trusted)))
+            trusted.append((cell.source, loaded, stored))
         every |= learner
-    return CellPlan(tests=tests, order=order, trusted_after=pending, learner=every)
+    # The checker skips trusted cells no test depends on (figures, demonstrations): walking back
+    # from the tests, a cell is kept when it assigns a name a later kept cell or test reads, or
+    # assigns nothing and reads such a name (it may change that object in place).
+    needed: set[str] = set()
+    kept: set[int] = set()
+    for kind, key in reversed(events):
+        if kind == "test":
+            needed |= names_of(tests[str(key)].source)[0]
+            continue
+        _, loaded, stored = trusted[int(key)]
+        if stored & needed or (not stored and loaded & needed):
+            kept.add(int(key))
+            needed = (needed - stored) | loaded
+    for grade_id, indices in before.items():
+        tests[grade_id].trusted_before = [trusted[i][0] for i in indices if i in kept]
+    return CellPlan(tests=tests, order=order, trusted_after=[trusted[i][0] for i in pending], learner=every)

@@ -177,6 +177,8 @@ def encode(
             raise CodecError(f"arrays of dtype {array.dtype} do not cross between kernels")
         budget.spend(array.nbytes)
         return {"$npy": _npy(array), "scalar": isinstance(obj, np.generic)}
+    if kind is torch.Generator:
+        return {"$generator": _tensor(obj.get_state(), budget), "device": str(obj.device)}
     if kind is torch.dtype:
         return {"$dtype": str(obj).removeprefix("torch.")}
     if kind is torch.device:
@@ -220,6 +222,11 @@ def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int 
         return getattr(torch, name)
     if "$device" in data:
         return torch.device(str(data["$device"]))
+    if "$generator" in data:
+        state = data["$generator"]
+        gen = torch.Generator(device="cpu")
+        gen.set_state(_untensor(state if isinstance(state, dict) else {}).to(torch.uint8))
+        return gen
     _ = np
     if other is None:
         raise CodecError(f"unexpected tag {sorted(data)[:1]}")
@@ -498,7 +505,13 @@ def _answer(req: dict[str, Any]) -> Any:
     changed: dict[str, Any] = {}
     for key, v in args_in.items():
         after = _snapshot(v)
-        if before[key] is not None and after is not None and not _same(before[key], after):
+        if isinstance(
+            after, dict
+        ):  # a module: its modes always (a shared one may differ), its tensors if changed
+            old = before[key]["state"]
+            state = {k: t for k, t in after["state"].items() if k not in old or not _same(old[k], t)}
+            changed[key] = encode({"training": after["training"], "state": state}, None)
+        elif before[key] is not None and after is not None and not _same(before[key], after):
             changed[key] = encode(after, None)
     return {
         "value": _result(value, {id(v): k for k, v in args_in.items()}),
@@ -517,6 +530,8 @@ def _snapshot(v: Any) -> Any:
         return v.copy()
     if isinstance(v, torch.nn.Module):
         return _module_state(v)
+    if isinstance(v, torch.Generator):
+        return v  # compared and sent back by its state
     return None
 
 
@@ -524,6 +539,8 @@ def _same(a: Any, b: Any) -> bool:
     import numpy as np
     import torch
 
+    if isinstance(a, torch.Generator):
+        return False  # a generator's state always goes back (it is small)
     if isinstance(a, torch.Tensor):
         return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
     if isinstance(a, np.ndarray):
@@ -727,6 +744,8 @@ def _write_back(target: Any, new: Any) -> None:
     if isinstance(target, torch.Tensor) and isinstance(new, torch.Tensor) and target.shape == new.shape:
         with torch.no_grad():
             target.copy_(new.to(target.dtype))
+    elif isinstance(target, torch.Generator) and isinstance(new, torch.Generator):
+        target.set_state(new.get_state())
     elif isinstance(target, np.ndarray) and isinstance(new, np.ndarray) and target.shape == new.shape:
         np.copyto(target, new, casting="unsafe")
     elif isinstance(target, torch.nn.Module) and isinstance(new, dict):
