@@ -90,6 +90,10 @@ class Row:
         return "" if self.limit is None else f"{100 * (seconds / self.limit - 1):+.0f}%"
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -106,10 +110,10 @@ def _time_pair(
     for _ in range(repeat):
         for fn, runs in ((ours, a), (theirs, b)):
             _sync(device)
-            start = time.perf_counter()
+            start = _clock()
             fn()
             _sync(device)
-            runs.append(time.perf_counter() - start)
+            runs.append(_clock() - start)
     return statistics.median(a), statistics.median(b), first[0], first[1]
 
 
@@ -119,10 +123,10 @@ def _time_one(fn: Callable[[], object], repeat: int, device: torch.device) -> fl
     runs = []
     for _ in range(repeat):
         _sync(device)
-        start = time.perf_counter()
+        start = _clock()
         fn()
         _sync(device)
-        runs.append(time.perf_counter() - start)
+        runs.append(_clock() - start)
     return statistics.median(runs)
 
 
@@ -227,12 +231,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=list(CLOCKS),
+        help="wall: elapsed seconds; cpu: this process's CPU seconds, steadier on a shared machine "
+        "(with --threads 1 and a CPU device only)",
+    )
     args = parser.parse_args(argv)
     try:
         import torchattacks
     except ImportError:
         print('torchattacks is missing: pip install --no-deps "torchattacks>=3.5"')
         return 1
+    global _clock
+    _clock = CLOCKS[args.clock]
     repeat = args.repeat or (1 if args.quick else 5)
     batch = args.batch or (16 if args.quick else 128)
     device = lk.pick_device(args.device)
@@ -245,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, device {device}, "
             f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, batch {batch}, "
-            f"median of {repeat}, load average {load}"
+            f"median of {repeat}, {args.clock} clock, load average {load}"
         )
         rows: list[Row] = []
         for name in args.models:

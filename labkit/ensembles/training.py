@@ -100,7 +100,7 @@ def ensemble_adversarial_training(
     lr: float = 2e-3,
     batch_size: int = 128,
     val: LabData | None = None,
-    monitor_size: int = 256,
+    monitor_size: int = 32,
     generator: torch.Generator | None = None,
     progress: bool = True,
 ) -> AdversarialHistory:
