@@ -36,7 +36,7 @@ from torch import nn
 
 from labkit.attacks import ProbabilityOutputWarning, QueryBudgetWarning, apgd, square
 from labkit.attacks.threat import bounds_of, check_eps
-from labkit.course.manifest import Profile
+from labkit.config import Profile
 from labkit.eval.masking import (
     MaskingReport,
     _as_lab,

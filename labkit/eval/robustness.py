@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_eps
+from labkit.config import Profile
 from labkit.contract import LabModel
-from labkit.course.manifest import Profile
 from labkit.data.base import LabData
 from labkit.eval.ensemble import EnsembleBudget, EnsembleResult, worst_case
 from labkit.eval.stats import check_alpha, clopper_pearson
