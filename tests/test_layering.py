@@ -89,14 +89,6 @@ def _in_course(module: str) -> bool:
     return module == "labkit.course" or module.startswith("labkit.course.")
 
 
-# Imports that break the rule and are owed a change by the module's maintainer (Profile now
-# lives in labkit.config; the manifest re-exports it only for compatibility).
-PENDING = {
-    "labkit.eval.ensemble": "takes Profile from labkit.course.manifest: import it from labkit.config",
-    "labkit.eval.robustness": "takes Profile from labkit.course.manifest: import it from labkit.config",
-}
-
-
 def test_nothing_below_the_course_imports_it() -> None:
     """Only the course itself, the package face and the CLI may import labkit.course."""
     offenders = {
@@ -106,7 +98,7 @@ def test_nothing_below_the_course_imports_it() -> None:
         for module, _ in _imports(name)
         if _in_course(module)
     }
-    assert sorted(offenders - set(PENDING)) == []
+    assert sorted(offenders) == []
 
 
 def test_import_labkit_leaves_the_course_unloaded() -> None:
@@ -116,9 +108,6 @@ def test_import_labkit_leaves_the_course_unloaded() -> None:
 
     code = "import sys, labkit; print(sorted(m for m in sys.modules if m.startswith('labkit.course')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    owed = sorted(name for name in PENDING if any(_in_course(m) for m, _ in _imports(name)))
-    if out.stdout.strip() != "[]" and owed:
-        pytest.xfail(f"{', '.join(owed)} still import the course (see PENDING)")
     assert out.stdout.strip() == "[]"
 
 
