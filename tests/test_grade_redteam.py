@@ -489,15 +489,16 @@ def check_batch(x, *, shape):
 }
 
 KEY_HUNT = """
-import os
-_found = [k for k in os.environ if "KEY" in k or "ANSWER" in k or "PEER" in k]
-for _root in ("/run", "/home", "/tmp", "/work", "/"):
+import os, re
+_hit = re.compile(r"answer[-_]key|cohort[.]key|peer[.]json")
+_found = [k for k in os.environ if re.search(r"ANSWER_KEY|COHORT|PEER", k)]
+for _root in ("/run", "/home", "/tmp", "/work", "/root", "/"):
     for _dir, _subs, _files in os.walk(_root):
         if _dir.startswith(("/proc", "/sys", "/usr", "/dev")):
             _subs[:] = []
             continue
-        _found += [os.path.join(_dir, f) for f in _files if "answer" in f.lower() or "peer" in f.lower() or "cohort" in f.lower()]
-print("KEY" + "HUNT:", _found)
+        _found += [os.path.join(_dir, f) for f in _files + _subs if _hit.search(f)]
+print("KEY" + "HUNT:", sorted(set(_found)))
 """
 
 
