@@ -630,7 +630,7 @@ def test_grade_a_class_of_attacks(
         }
         assert second == {"neighbour": FULL, "killer": FULL}, log
         assert canary.read_text() == "untouched", "learner code wrote outside its job"
-        wrong = []  # every learner checked before failing, so one run shows every miss
+        wrong: list[tuple[Any, ...]] = []  # every learner checked before failing: one run shows every miss
         for student, (score, reason) in cases.items():
             grade = grades.get(student, SLUG)
             notes = "" if grade is None else grade.reason + "; ".join(grade.warnings)
