@@ -1,67 +1,19 @@
 """The instructor's subcommands of ``labkit``: ``grade``, and (from
 :mod:`labkit.course.credentials.commands`) ``keys init``, ``certify``, ``verify`` and ``revoke``.
 
-Also the pieces every ``labkit`` command that writes shares: :func:`course_to_write` (which
-course it may act on) and :class:`UsageError` (a mistake in how a command was called).
+The pieces every ``labkit`` command shares (:func:`course_to_write`, :func:`check_lessons`,
+:class:`UsageError`) live in :mod:`labkit.course.usage` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from labkit.course.manifest import Course
+from labkit.course.usage import UsageError, check_lessons, course_to_write
 
 __all__ = ["UsageError", "add_commands", "check_lessons", "course_to_write"]
-
-
-class UsageError(Exception):
-    """A command was called wrongly; ``labkit`` prints the message and exits with status 2."""
-
-
-def course_to_write(option: str | None) -> Course:
-    """The course a command that writes may act on: ``--course``, ``LABKIT_COURSE``, or the
-    ``course.yml`` of the working directory or one of its parents.
-
-    Unlike reading commands, a writing one never falls back to the checkout labkit was
-    installed from: ``labkit build`` run from another folder must not rebuild someone else's
-    learner copies. Naming that course with ``--course`` (or ``LABKIT_COURSE``) still works.
-    The returned course has an absolute path, so every path printed from it is absolute.
-    """
-    from labkit.course.manifest import find_course_file, installed_course_file, load_course
-
-    if option:
-        path = Path(option).expanduser()
-        if path.is_dir():
-            path = path / "course.yml"
-    else:
-        found = find_course_file(installed=False)
-        if found is None:
-            installed = installed_course_file()
-            hint = (
-                f"; labkit is installed from the course at {installed.parent}: "
-                f"pass --course {installed} to act on that one"
-                if installed is not None
-                else ""
-            )
-            raise UsageError(
-                f"no course.yml in {Path.cwd()} or its parents: run this command inside the course "
-                f"folder, or name the course with --course PATH (or LABKIT_COURSE){hint}"
-            )
-        path = found
-    return load_course(path.resolve())
-
-
-def check_lessons(course: Course, keys: Iterable[str]) -> None:
-    """Raise :class:`UsageError` for a lesson id or slug the course does not have."""
-    for key in keys:
-        try:
-            course.lesson(key)
-        except KeyError as err:
-            raise UsageError(str(err.args[0])) from None
 
 
 def grade(args: argparse.Namespace) -> int:

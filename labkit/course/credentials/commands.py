@@ -49,12 +49,12 @@ def keys_init(args: argparse.Namespace) -> int:
 
 def certify(args: argparse.Namespace) -> int:
     """Issue Open Badges 3.0 credentials to the learners who pass the course's policy."""
-    from labkit.course.commands import course_to_write
     from labkit.course.credentials.issue import issue
     from labkit.course.credentials.keys import load_issuer
+    from labkit.course.usage import course_to_write
 
     if args.key_file:
-        from labkit.course.commands import UsageError
+        from labkit.course.usage import UsageError
 
         raise UsageError(
             "--key-file signs the old HMAC certificates, which labkit no longer issues: run "
@@ -122,8 +122,8 @@ def _is_legacy(source: str) -> bool:
 
 def verify(args: argparse.Namespace) -> int:
     """Verify a credential or certificate PDF with the issuer's public key."""
-    from labkit.course.commands import UsageError
     from labkit.course.credentials.verify import verify_credential
+    from labkit.course.usage import UsageError
 
     if _is_legacy(args.credential):
         return _legacy(args)
