@@ -179,11 +179,20 @@ def remove_accounts(names: Iterable[str]) -> None:
 
 
 def _copy_course(workshop: Workshop) -> None:
-    """The instructor's course folder: the manifest, nbgrader's config, sources and releases."""
+    """The instructor's course folder: the manifest, nbgrader's config, sources, releases and the
+    answer key."""
     dest = workshop.course_dir
     dest.mkdir(exist_ok=True)
-    for name in ("solutions", "lessons"):
+    for name in ("solutions", "lessons", "instructor"):
         shutil.copytree(workshop.checkout / name, dest / name, dirs_exist_ok=True)
+    # The answer key is instructor material: readable by the instructor only (the grader reads it
+    # before any learner code starts, and hands the checker one lesson's sealed key).
+    (dest / "instructor").chmod(0o700)
+    # This workshop's cohort secret keys the answer checks (kept across restarts of the hub).
+    from labkit.course.answers import init_cohort_secret, secret_path
+
+    if not secret_path(dest).exists():
+        init_cohort_secret(dest)
     shutil.copy2(workshop.checkout / "nbgrader_config.py", dest / "nbgrader_config.py")
     manifest = yaml.safe_load((workshop.checkout / "course.yml").read_text(encoding="utf-8"))
     if workshop.lessons:
