@@ -67,6 +67,7 @@ def main() -> None:
             shutil.copy2(ROOT / name, course / name)
         for name in ("solutions", "lessons"):
             shutil.copytree(ROOT / name / LESSON, course / name / LESSON)
+        shutil.copytree(ROOT / "instructor", course / "instructor")  # the answer key
         kinds = ["full", "partial", "none"]
         notebooks = {kind: json.dumps(answered(kind)) for kind in kinds}
         for i in range(args.learners):

@@ -455,6 +455,55 @@ def merge_into_gradebook(
     return merged
 
 
+class AnswerKeyUnavailable(ValueError):
+    """The answer checks of a lesson to grade cannot be keyed (no answer key, a bad secret)."""
+
+
+def _needs_answer_key(course: Course, lesson: Lesson) -> bool:
+    source = course.root / "solutions" / lesson.slug / str(lesson.notebook)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError:
+        return True  # no source to look at: assume the lesson has keyed checks
+    return "check_answer(" in text or "check_number(" in text
+
+
+def prepare_answer_key(course: Course, lessons: Sequence[Lesson]) -> Path | None:
+    """Make sure the answer checks of ``lessons`` can be graded, before any learner is.
+
+    The lessons' quiz checks need the course's answer key (``instructor/answer_key.yml``) and a
+    cohort secret to seal it with. A missing key is an error (every quiz cell would score zero);
+    a missing secret is created (``.labkit/cohort.key``, mode 0600), and its path returned, so
+    the first ``labkit grade`` of a course works without a separate ``labkit cohort init``.
+    """
+    import sys
+
+    from labkit.course import answers
+
+    needing = [ls for ls in lessons if _needs_answer_key(course, ls)]
+    if not needing:
+        return None
+    key = answers.answer_key_path(course.root)
+    if not key.is_file():
+        raise AnswerKeyUnavailable(
+            f"refusing to grade: lesson {needing[0].slug} checks its quiz answers against the course's "
+            f"answer key, and {key} does not exist (it is instructor material: copy the instructor/ "
+            "folder of the course repository into the course)"
+        )
+    try:
+        if answers.cohort_secret(course.root) is not None:
+            return None
+        made = answers.init_cohort_secret(course.root)
+    except answers.AnswerKeyError as err:
+        raise AnswerKeyUnavailable(f"refusing to grade: {err}") from None
+    print(
+        f"labkit grade: created this course's cohort secret {made} (it keys the answer checks: "
+        "keep it private; 'labkit cohort init --force' replaces it)",
+        file=sys.stderr,
+    )
+    return made
+
+
 def grade_class(
     course: Course,
     source: str | Path,
@@ -528,6 +577,7 @@ def grade_class(
         lessons = sorted({course.lesson(s.lesson) for s in subs}, key=lambda ls: ls.id)
         if lesson is not None:
             lessons = [course.lesson(lesson)]
+        prepare_answer_key(course, lessons)
         templates = {
             ls.slug: _build_template(course, ls, scratch / "templates" / ls.slug, profile) for ls in lessons
         }
@@ -567,6 +617,7 @@ def grade_class(
                 cache_dir=str(cache) if cache else None,
                 uid=job_uid() if os.geteuid() == 0 else -1,
                 trust=problem is not None,
+                course_root=str(course.root),
             )
             pending.append((i, sub, job))
         bar = tqdm(total=len(subs), disable=not progress, desc="grading", unit="notebook")

@@ -1,0 +1,63 @@
+"""Before ``labkit grade`` grades anyone, the lessons' answer checks must be keyable."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+import labkit as lk
+from labkit.course.classroom import AnswerKeyUnavailable, prepare_answer_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUG = "00-welcome"
+
+
+def _course(tmp_path: Path, *, key: bool) -> lk.course.Course:
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy2(ROOT / "course.yml", course / "course.yml")
+    shutil.copytree(ROOT / "solutions" / SLUG, course / "solutions" / SLUG)
+    if key:
+        shutil.copytree(ROOT / "instructor", course / "instructor")
+    return lk.course.load_course(course / "course.yml")
+
+
+def test_a_course_without_its_answer_key_is_refused_before_grading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LABKIT_COHORT_SECRET", raising=False)
+    course = _course(tmp_path, key=False)
+    with pytest.raises(AnswerKeyUnavailable, match=r"answer_key\.yml does not exist"):
+        prepare_answer_key(course, [course.lesson(SLUG)])
+    assert not (course.root / ".labkit").exists()
+
+
+def test_the_first_grading_run_creates_a_private_cohort_secret_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LABKIT_COHORT_SECRET", raising=False)
+    course = _course(tmp_path, key=True)
+    made = prepare_answer_key(course, [course.lesson(SLUG)])
+    assert made == course.root / ".labkit" / "cohort.key"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    assert "created this course's cohort secret" in capsys.readouterr().err
+    secret = made.read_bytes()
+    assert prepare_answer_key(course, [course.lesson(SLUG)]) is None  # kept, not replaced
+    assert made.read_bytes() == secret
+    dest = tmp_path / "key"
+    dest.mkdir()
+    lk.course.answers.export_key(course.root, SLUG, dest)  # the grader can now seal the key
+    assert list(dest.iterdir())
+
+
+def test_a_secret_others_can_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LABKIT_COHORT_SECRET", raising=False)
+    course = _course(tmp_path, key=True)
+    made = prepare_answer_key(course, [course.lesson(SLUG)])
+    assert made is not None
+    made.chmod(0o644)
+    with pytest.raises(AnswerKeyUnavailable, match="readable by others"):
+        prepare_answer_key(course, [course.lesson(SLUG)])
