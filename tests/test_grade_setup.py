@@ -61,3 +61,27 @@ def test_a_secret_others_can_read_is_refused(tmp_path: Path, monkeypatch: pytest
     made.chmod(0o644)
     with pytest.raises(AnswerKeyUnavailable, match="readable by others"):
         prepare_answer_key(course, [course.lesson(SLUG)])
+
+
+def test_kernel_scored_tests_are_real_test_cells_and_never_quiz_cells() -> None:
+    """``kernel_tests`` in course.yml names test cells of the lesson; none checks quiz answers."""
+    import nbformat
+
+    course = lk.course.load_course(ROOT / "course.yml")
+    listed = 0
+    for lesson in course.ready_lessons:
+        nb = nbformat.read(ROOT / "solutions" / lesson.slug / str(lesson.notebook), as_version=4)
+        tests = {
+            str(meta.get("grade_id")): cell.source
+            for cell in nb.cells
+            if (meta := cell.metadata.get("nbgrader", {})).get("grade") and not meta.get("solution")
+        }
+        for grade_id in lesson.kernel_tests:
+            listed += 1
+            assert grade_id in tests, f"{lesson.slug}: kernel_tests names {grade_id!r}, not a test cell"
+            assert "check_answer(" not in tests[grade_id] and "check_number(" not in tests[grade_id], (
+                f"{lesson.slug}: {grade_id} checks answers against the key, which only the checker holds"
+            )
+    assert listed, "no lesson lists kernel-scored tests: drop this test's loop or the field"
+    exam = course.lesson("17")
+    assert exam.kernel_tests == (), "every exam test cell is scored by the trusted checker"

@@ -9,6 +9,7 @@ For every ready lesson, in a scratch copy of the course with its own gradebook:
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -65,19 +66,49 @@ def _wrong_copy(slug: str, dest: Path) -> tuple[Path, set[str]]:
     return dest, set(spec["expect_lost"])
 
 
+def _graded_for_certification(slug: str, notebook: Path, tmp_path: Path) -> lk.course.SubmissionResult:
+    """``notebook`` graded as ``labkit grade`` grades it: bubblewrap, the trusted checker kernel,
+    the keyed answer checks. Where the sandbox cannot run, the plain nbgrader result instead
+    (the test says so)."""
+    from labkit.course.classroom import grade_class
+
+    problem = lk.course.sandbox.sandbox_problem()
+    if problem is not None:
+        print(f"\n{slug}: reference graded by nbgrader alone, not the sandboxed grader ({problem})")
+        return lk.course.autograde(COURSE, slug, {"reference": notebook})["reference"]
+    lesson = COURSE.lesson(slug)
+    folder = tmp_path / "submitted" / "reference" / slug
+    folder.mkdir(parents=True)
+    shutil.copy2(notebook, folder / str(lesson.notebook))
+    grades = grade_class(COURSE, tmp_path / "submitted", out=tmp_path / "grades", lesson=slug, progress=False)
+    grade = grades.get("reference", slug)
+    assert grade is not None and grade.status == "graded", f"{slug}: the grader did not grade it: {grade}"
+    print(f"\n{slug} reference, graded by labkit grade: {grade.score:g}/{grade.max_score:g} {grade.reason}")
+    result = lk.course.SubmissionResult(student="reference", lesson=slug)
+    result.cells.extend(grade.cells)
+    return result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", READY)
-def test_autograding_reference_blank_and_wrong(slug: str, tmp_path: Path) -> None:
+def test_autograding_reference_blank_and_wrong(
+    slug: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference solution is graded as certification grades it (``labkit grade``: sandbox,
+    trusted checker, keyed answers); the untouched and wrong copies with nbgrader directly."""
+    monkeypatch.setenv("LABKIT_COHORT_SECRET", "c0" * 32)
     lesson = COURSE.lesson(slug)
     wrong, lost = _wrong_copy(slug, tmp_path / "wrong.ipynb")
     results = lk.course.autograde(
         COURSE,
         slug,
         {
-            "reference": ROOT / "solutions" / slug / str(lesson.notebook),
             "untouched": ROOT / "lessons" / slug / str(lesson.notebook),
             "wrong": wrong,
         },
+    )
+    results["reference"] = _graded_for_certification(
+        slug, ROOT / "solutions" / slug / str(lesson.notebook), tmp_path / "certify"
     )
     for who, result in results.items():
         cells = ", ".join(f"{c.grade_id}={c.score:g}/{c.max_score:g}" for c in result.cells if c.autograded)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,8 +169,13 @@ def names_of(source: str) -> tuple[set[str], set[str]]:
     return found.loaded - set(dir(builtins)), found.stored
 
 
-def plan_cells(nb: Any) -> CellPlan:
-    """The checker's plan for the released notebook ``nb`` (an ``nbformat`` notebook).
+def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
+    """The checker's plan for the lesson's notebook ``nb`` (an ``nbformat`` notebook).
+
+    ``nb`` is the instructor's source, hidden tests included (the names a hidden test reads must
+    be bound too); its solution cells only tell which names the learner assigns. Test cells named
+    in ``in_kernel`` are not the checker's: they run in the learner's kernel, and the names they
+    assign count as the learner's.
 
     Examples
     --------
@@ -202,6 +208,9 @@ def plan_cells(nb: Any) -> CellPlan:
         meta = cell.metadata.get("nbgrader", {})
         loaded, stored = names_of(cell.source)
         if meta.get("solution"):
+            learner |= stored
+            shared -= stored
+        elif meta.get("grade") and str(meta.get("grade_id")) in in_kernel:
             learner |= stored
             shared -= stored
         elif meta.get("grade"):

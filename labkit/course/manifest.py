@@ -69,6 +69,10 @@ class Lesson:
     atlas: tuple[str, ...]
     concepts: tuple[str, ...]
     notebook: str | None = None
+    # Test cells scored in the learner's own kernel (strict scoring and the in-kernel integrity
+    # check) instead of the grader's trusted checker, because what they pass to or get back from
+    # learner code does not cross the checker's serialised interface yet.
+    kernel_tests: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -253,6 +257,7 @@ class LessonSpec(_Spec):
     minutes: Count
     atlas: Annotated[tuple[str, ...], PlainValidator(_atlas)]
     concepts: Annotated[tuple[str, ...], PlainValidator(_strings)]
+    kernel_tests: Annotated[tuple[str, ...], PlainValidator(_strings)] = ()
 
     @field_validator("slug")
     @classmethod
@@ -473,6 +478,7 @@ def load_course(path: str | os.PathLike[str] | None = None) -> Course:
             atlas=ls.atlas,
             concepts=ls.concepts,
             notebook=ls.notebook,
+            kernel_tests=ls.kernel_tests,
         )
         for ls in spec.lessons
     )

@@ -1227,7 +1227,7 @@ def _guarded_execute_class(
                         # Advisory only: the score comes from the checker kernel either way.
                         self._tampered = found
                         _EVENTS.append(f"advisory, in-kernel check before {grade_id}: {found}")
-                if is_test and plan is not None:
+                if is_test and plan is not None and grade_id in plan.tests:
                     return await self._run_test_in_checker(cell, cell_index, execution_count, store_history)
                 if is_test and self._tampered is not None:
                     cell.outputs = [
@@ -1489,7 +1489,13 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
         cfg.Execute.timeout = limits.cell_seconds
     import nbformat
 
-    plan = plan_cells(nbformat.read(release, as_version=4))
+    # The plan reads the instructor's source (hidden tests included), never the submission.
+    source = course_root / "solutions" / lesson.slug / str(lesson.notebook)
+    plan = plan_cells(
+        nbformat.read(source if source.is_file() else release, as_version=4), in_kernel=lesson.kernel_tests
+    )
+    if lesson.kernel_tests:
+        isolated.append("kernel-scored-tests:" + "+".join(lesson.kernel_tests))
     isolated.append("trusted-checker")
     cfg.Autograde.autograde_preprocessors = [
         _guarded_execute_class(limits.output_kb * 1024, plan=plan),
