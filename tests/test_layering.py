@@ -160,11 +160,6 @@ def test_the_course_has_no_import_cycles() -> None:
     assert _cycles(_edges(), course) == []
 
 
-# Owed by labkit/eval, which is being reworked: it moves its shared internals into a module of
-# its own and takes per_example and random_in_ball from labkit.attacks.threat.
-PENDING_PRIVATE_IN = ("labkit.eval",)
-
-
 def _private(dotted: str) -> bool:
     return any(part.startswith("_") and not part.startswith("__") for part in dotted.split("."))
 
@@ -190,7 +185,5 @@ def test_no_module_takes_another_modules_private_names() -> None:
     """No ``from labkit.x import _name``: what modules share is public in a module of its own
     (a private module such as ``labkit/attacks/_common.py`` serves only its own package)."""
     library = [name for name in MODULES if not _in_course(name)]
-    offenders = {
-        line for name in library if not name.startswith(PENDING_PRIVATE_IN) for line in _private_imports(name)
-    }
+    offenders = {line for name in library for line in _private_imports(name)}
     assert sorted(offenders) == []

@@ -36,6 +36,12 @@ arXiv:1712.09665; Athalye et al., arXiv:1707.07397), pasted by :func:`apply_patc
 :func:`occlusion` sensitivity (Zeiler and Fergus, arXiv:1311.2901); and :func:`spatial_attack`,
 worst-of-k rotations and translations (Engstrom et al., arXiv:1712.02779).
 
+Adaptive-attack primitives (:mod:`labkit.attacks.adaptive`), the models a gradient attack should
+aim at when the gradient looks masked (Athalye et al., arXiv:1802.00420): :func:`straight_through`
+(BPDA with the identity on every piecewise-constant op), :func:`expectation` (EOT, logits
+averaged over draws), :func:`rescaled` (unsaturated logits) and :func:`dlr_head`, with
+:func:`apgd_dlr` (APGD on the DLR loss, Croce and Hein, arXiv:2003.01690).
+
 Every attack goes through :mod:`labkit.attacks.threat`, which validates the arguments once,
 projects onto the ball and clips to the valid range. :func:`attack_success` and
 :func:`robust_accuracy` measure the result; ``robust_accuracy`` takes any
@@ -47,7 +53,8 @@ report queries or their own verdict return an :class:`AttackResult` (``x_adv``, 
 and :func:`adversarial_points` reads ``x_adv`` from either kind.
 """
 
-from labkit.attacks import blackbox, contract, physical, threat, transfer
+from labkit.attacks import adaptive, blackbox, contract, physical, threat, transfer
+from labkit.attacks.adaptive import apgd_dlr, dlr_head, expectation, rescaled, straight_through
 from labkit.attacks.blackbox import (
     BlackBoxResult,
     QueryBudgetWarning,
@@ -89,8 +96,10 @@ __all__ = [
     "ProbabilityOutputWarning",
     "QueryBudgetWarning",
     "TransferMatrix",
+    "adaptive",
     "adversarial_points",
     "apgd",
+    "apgd_dlr",
     "apply_patch",
     "apply_threat_model",
     "as_attack",
@@ -100,6 +109,8 @@ __all__ = [
     "contract",
     "cw",
     "di_fgsm",
+    "dlr_head",
+    "expectation",
     "fgsm",
     "hopskipjump",
     "mi_fgsm",
@@ -109,10 +120,12 @@ __all__ = [
     "pgd",
     "physical",
     "project",
+    "rescaled",
     "robust_accuracy",
     "simba",
     "spatial_attack",
     "square",
+    "straight_through",
     "threat",
     "train_surrogate",
     "transfer",

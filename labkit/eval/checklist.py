@@ -51,11 +51,13 @@ from labkit.attacks.threat import (
     attack_mode,
     bounds_of,
     check_eps,
+    per_example,
+    random_in_ball,
 )
-from labkit.attacks.whitebox import _per_example, _random_delta, fgsm, pgd
+from labkit.attacks.whitebox import fgsm, pgd
 from labkit.contract import LabModel
 from labkit.data.base import LabData
-from labkit.eval.robustness import _as_xy
+from labkit.eval._data import as_xy
 from labkit.eval.stats import check_alpha
 from labkit.utils import eval_mode
 
@@ -215,7 +217,7 @@ def margin_pgd(
         if random_start:
             x_adv = apply_threat_model(
                 x,
-                x + _random_delta(x, norm="linf", eps=eps, generator=generator),
+                x + random_in_ball(x, norm="linf", eps=eps, generator=generator),
                 norm="linf",
                 eps=eps,
                 bounds=bounds,
@@ -224,7 +226,7 @@ def margin_pgd(
             x_adv = x_adv.detach().requires_grad_(k < steps)
             m = margin(model(x_adv))
             better = m.detach() > best_m
-            best_x = torch.where(_per_example(better, x), x_adv.detach(), best_x)
+            best_x = torch.where(per_example(better, x), x_adv.detach(), best_x)
             best_m = torch.where(better, m.detach(), best_m)
             if k == steps:
                 break
@@ -388,7 +390,7 @@ def checklist(
         raise ValueError(f"queries must be an integer >= 2, got {queries!r}")
     if isinstance(eot_samples, bool) or not isinstance(eot_samples, numbers.Integral) or eot_samples < 1:
         raise ValueError(f"eot_samples must be a positive integer, got {eot_samples!r}")
-    x, y = _as_xy(data, n)
+    x, y = as_xy(data, n)
     device = next((p.device for p in model.parameters()), x.device)
     x, y = x.to(device), y.to(device)
     n_used = int(x.shape[0])

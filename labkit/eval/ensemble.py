@@ -34,19 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.attacks import ProbabilityOutputWarning, QueryBudgetWarning, apgd, square
+from labkit.attacks import QueryBudgetWarning, apgd, square
+from labkit.attacks.adaptive import apgd_dlr, expectation, logits_of, rescaled, straight_through
 from labkit.attacks.threat import bounds_of, check_eps
 from labkit.config import Profile
-from labkit.eval.masking import (
-    MaskingReport,
-    _as_lab,
-    _call,
-    _Wrapper,
-    detect_masking,
-    expectation,
-    rescaled,
-    straight_through,
-)
+from labkit.eval.masking import MaskingReport, detect_masking
 from labkit.utils import eval_mode
 
 __all__ = ["BUDGETS", "EnsembleBudget", "EnsembleResult", "worst_case"]
@@ -72,42 +64,6 @@ twice the queries. ``ci`` cuts both to keep a graded cell within its time on two
 (Square with 5,000 queries took 3 to 4 minutes there on 360 digits); BPDA/EOT on detected
 masking does the work Square's extra queries would, and tests/test_autoattack_crosscheck.py
 checks that the ``ci`` sizes still land within 2 points of AutoAttack or below it."""
-
-
-class _DLRHead(_Wrapper):
-    """Logits whose cross-entropy for ``y`` grows with the DLR loss: lets APGD-CE run APGD-DLR.
-
-    With :math:`\\mathrm{DLR}(z, y) = -(z_y - \\max_{i \\ne y} z_i) / (z_{\\pi_1} - z_{\\pi_3})`
-    the head returns :math:`w` with :math:`w_y = -\\mathrm{DLR}` and zeros elsewhere, so
-    :math:`\\mathrm{CE}(w, y) = \\log(1 + (C - 1) e^{\\mathrm{DLR}})` rises with the DLR loss
-    and :math:`\\arg\\max w \\ne y` exactly when the model is wrong. With two classes the
-    denominator is :math:`|z_1 - z_2|` held constant (the ratio itself is :math:`\\pm 1`).
-    """
-
-    def __init__(self, model: nn.Module, y: torch.Tensor) -> None:
-        super().__init__(model)
-        self.y = y
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = _call(self.model, x)
-        ordered = z.sort(dim=1, descending=True).values
-        is_y = torch.nn.functional.one_hot(self.y, z.shape[1]).bool()
-        real = z.gather(1, self.y[:, None]).squeeze(1)
-        other = z.masked_fill(is_y, float("-inf")).amax(dim=1)
-        if z.shape[1] >= 3:
-            spread = ordered[:, 0] - ordered[:, 2]
-        else:  # two classes: the ratio is +-1, so only its numerator carries a gradient
-            spread = (ordered[:, 0] - ordered[:, 1]).detach()
-        dlr = -(real - other) / (spread + 1e-12)
-        return torch.zeros_like(z).masked_scatter(is_y, -dlr)
-
-
-def _apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **settings: Any) -> torch.Tensor:
-    target = _as_lab(_DLRHead(model, y), model)
-    with warnings.catch_warnings():
-        # The head's rows can look like probabilities (a 1 and zeros); they are a loss, not a softmax.
-        warnings.simplefilter("ignore", ProbabilityOutputWarning)
-        return apgd(target, x, y, **settings)
 
 
 @dataclass
@@ -200,7 +156,7 @@ def _budget(profile: str | Profile | EnsembleBudget | None) -> EnsembleBudget:
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad(), eval_mode(model):
         return torch.cat(
-            [_call(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+            [logits_of(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
         )
 
 
@@ -306,7 +262,7 @@ def worst_case(
 
     def white_box(target: nn.Module, suffix: str) -> None:
         attack(f"apgd-ce{suffix}", lambda a, b: apgd(target, a, b, eps=eps, steps=steps, generator=gen))
-        attack(f"apgd-dlr{suffix}", lambda a, b: _apgd_dlr(target, a, b, eps=eps, steps=steps, generator=gen))
+        attack(f"apgd-dlr{suffix}", lambda a, b: apgd_dlr(target, a, b, eps=eps, steps=steps, generator=gen))
 
     adapted = masking.masked
     if adapted:

@@ -19,179 +19,29 @@ with the identity on every piecewise-constant operation, wherever it sits in the
 their own spread, so the cross-entropy does not saturate). The examples found on them are
 scored on the real model.
 
-These wrappers are attack primitives; they live here until ``labkit.attacks`` grows a place
-for BPDA and EOT.
+These wrappers are attack primitives: they live in :mod:`labkit.attacks.adaptive` and are
+re-exported here, where the evaluation uses them.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
-from labkit.contract import LabModel
+from labkit.attacks.adaptive import PiecewiseOpMode, expectation, logits_of, rescaled, straight_through
 from labkit.utils import eval_mode
 
 __all__ = ["MaskingReport", "detect_masking", "expectation", "rescaled", "straight_through"]
-
-_PIECEWISE_CONSTANT: dict[Callable[..., Any], str] = {
-    torch.round: "round",
-    torch.floor: "floor",
-    torch.ceil: "ceil",
-    torch.trunc: "trunc",
-    torch.sign: "sign",
-    torch.Tensor.round: "round",
-    torch.Tensor.floor: "floor",
-    torch.Tensor.ceil: "ceil",
-    torch.Tensor.trunc: "trunc",
-    torch.Tensor.sign: "sign",
-    torch.floor_divide: "floor_divide",
-    torch.Tensor.__floordiv__: "floor_divide",
-}
 
 LOGIT_SCALE_LIMIT = 1e3
 """Logit spread (max minus min, median over the probe) above which the softmax saturates."""
 
 VANISHING = 1e-12
 """Input-gradient L1 norm per example below which it counts as vanished."""
-
-
-class _PiecewiseMode(TorchFunctionMode):
-    """Records piecewise-constant ops on input-dependent tensors; can make them straight-through."""
-
-    def __init__(self, *, replace: bool) -> None:
-        super().__init__()
-        self.replace = replace
-        self.seen: set[str] = set()
-
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        name = _PIECEWISE_CONSTANT.get(func)
-        if name is None or not args or not isinstance(args[0], torch.Tensor):
-            return out
-        x = args[0]
-        if not (x.requires_grad and isinstance(out, torch.Tensor) and out.shape == x.shape):
-            return out
-        self.seen.add(name)
-        if self.replace and out.is_floating_point():
-            # Straight-through estimator: the value of the op, the gradient of the identity.
-            return x + (out - x).detach()
-        return out
-
-
-def _call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(model, LabModel):
-        with model.unchecked():
-            out: torch.Tensor = model(x)
-            return out
-    result: torch.Tensor = model(x)
-    return result
-
-
-class _Wrapper(nn.Module):
-    """A model in front of another one, keeping its valid input range for the attacks."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    @property
-    def value_range(self) -> tuple[float, float] | None:
-        if isinstance(self.model, LabModel):
-            return self.model.value_range
-        inner = getattr(self.model, "value_range", (0.0, 1.0))
-        return None if inner is None else (float(inner[0]), float(inner[1]))
-
-
-class _StraightThrough(_Wrapper):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _PiecewiseMode(replace=True):
-            return _call(self.model, x)
-
-
-class _Expectation(_Wrapper):
-    def __init__(self, model: nn.Module, samples: int) -> None:
-        super().__init__(model)
-        self.samples = samples
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.repeat(self.samples, *([1] * (x.dim() - 1)))
-        return _call(self.model, batch).view(self.samples, x.shape[0], -1).mean(dim=0)
-
-
-class _Rescaled(_Wrapper):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = _call(self.model, x)
-        spread = (z.amax(dim=1, keepdim=True) - z.amin(dim=1, keepdim=True)).detach()
-        return 10.0 * z / spread.clamp_min(torch.finfo(z.dtype).tiny)
-
-
-def _as_lab(wrapper: _Wrapper, model: nn.Module) -> nn.Module:
-    """Give the wrapper the base model's input range (attacks read it through ``bounds_of``)."""
-    if isinstance(model, LabModel):
-        return LabModel(
-            wrapper,
-            input_shape=model.input_shape,
-            num_classes=model.num_classes,
-            value_range=model.value_range,
-            check_inputs=False,
-        ).eval()
-    return wrapper.eval()
-
-
-def straight_through(model: nn.Module) -> nn.Module:
-    """BPDA with the identity on every piecewise-constant op inside ``model``.
-
-    Runs ``model`` exactly, but wherever ``round``, ``floor``, ``ceil``, ``trunc``, ``sign`` or
-    a floor division acts on a tensor that depends on the input, the backward pass uses the
-    identity: :math:`\\hat g(t) = t + \\mathrm{stopgrad}(g(t) - t)`. That covers a bit-depth
-    squeeze in front of the network and a rounding layer in the middle of it, without the
-    defence having to say where it is (Athalye et al., arXiv:1802.00420, section 4.1).
-
-    Examples
-    --------
-    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
-    >>> rounding = lambda x: net(torch.round(x * 3) / 3)
-    >>> class Rounded(nn.Module):
-    ...     def forward(self, x): return rounding(x)
-    >>> x = torch.rand(4, 1, 1, 2, requires_grad=True)
-    >>> (g,) = torch.autograd.grad(straight_through(Rounded())(x).sum(), x)
-    >>> bool(g.abs().sum() > 0)
-    True
-    """
-    return _as_lab(_StraightThrough(model), model)
-
-
-def expectation(model: nn.Module, samples: int) -> nn.Module:
-    """EOT: the logits of ``model`` averaged over ``samples`` forward passes (one batched call).
-
-    Reference: Athalye, Engstrom, Ilyas and Kwok, arXiv:1707.07397.
-    """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    return _as_lab(_Expectation(model, samples), model)
-
-
-def rescaled(model: nn.Module) -> nn.Module:
-    """The logits of ``model`` divided by their spread (times 10): same decisions, unsaturated softmax.
-
-    Huge logits (a distilled model deployed at temperature 1, logits times 1e6) round the
-    softmax to one-hot, so the cross-entropy's gradient is exactly zero in float32; this
-    rescaling undoes the saturation without changing any decision.
-    """
-    return _as_lab(_Rescaled(model), model)
 
 
 @dataclass
@@ -267,6 +117,7 @@ def detect_masking(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Maskin
 
     Examples
     --------
+    >>> from labkit.contract import LabModel
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     >>> model = LabModel(net, input_shape=(1, 2, 2), num_classes=3).eval()
     >>> x, y = torch.rand(8, 1, 2, 2), torch.zeros(8, dtype=torch.long)
@@ -277,12 +128,12 @@ def detect_masking(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Maskin
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with eval_mode(model):
         with torch.no_grad():
-            first, second = _call(model, x), _call(model, x)
+            first, second = logits_of(model, x), logits_of(model, x)
         randomized = not torch.equal(first, second)
         probe = x.detach().clone().requires_grad_(True)
-        recorder = _PiecewiseMode(replace=False)
+        recorder = PiecewiseOpMode(replace=False)
         with torch.enable_grad(), recorder:
-            logits = _call(model, probe)
+            logits = logits_of(model, probe)
         notes: list[str] = []
         if logits.requires_grad:
             loss = F.cross_entropy(logits.float(), y, reduction="sum")

@@ -29,6 +29,7 @@ from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_ep
 from labkit.config import Profile
 from labkit.contract import LabModel
 from labkit.data.base import LabData
+from labkit.eval._data import as_xy
 from labkit.eval.ensemble import EnsembleBudget, EnsembleResult, worst_case
 from labkit.eval.stats import check_alpha, clopper_pearson
 from labkit.utils import eval_mode
@@ -45,26 +46,6 @@ def _takes_eps(attack: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):  # builtins and some C callables: assume it does
         return True
     return "eps" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _as_xy(
-    data: LabData | tuple[torch.Tensor, torch.Tensor], n: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, LabData):
-        x, y = data.x, data.y
-    elif isinstance(data, tuple) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError(f"data must be a LabData or a tuple (x, y), got {type(data).__name__}")
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("data must hold tensors x and y")
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n must be a positive number of examples, got {n!r}")
-        x, y = x[:n], y[:n]
-    if x.shape[0] == 0:
-        raise ValueError("data is empty")
-    return x, y
 
 
 def _run(
@@ -307,7 +288,7 @@ def robustness(
                 f"attack {name!r} must be callable (model, x, y, *, eps) -> x_adv, got {type(a).__name__}"
             )
     takes_eps = {name: _takes_eps(a) for name, a in chosen.items()}
-    x, y = _as_xy(data, n)
+    x, y = as_xy(data, n)
     import time
 
     start = time.perf_counter()
@@ -367,7 +348,7 @@ def _ensemble_report(
     import time
 
     start = time.perf_counter()
-    x, y = _as_xy(data, n)
+    x, y = as_xy(data, n)
     device = next((p.device for p in model.parameters()), x.device)
     x, y = x.to(device), y.to(device)
     check_attack_inputs(model, x[:1], y[:1], eps=None, norm="linf", bounds=bounds_of(model))
