@@ -1,18 +1,20 @@
 """Graded robustness cells cannot be passed by masking gradients.
 
-For each ``tests/wrong_answers/<slug>.masking.yml``, the reference notebook is graded with its
-``cell`` replaced by every answer of ``masking`` (squeezing, a rounding layer, distillation at
-T = 100, input noise, logits times 1e6) and of ``honest`` (adversarial training). Each masking
-answer must lose the points of every cell in ``lose``; each honest answer must keep them.
+For each ``tests/wrong_answers/<slug>.masking.yml``, every answer of ``masking`` (squeezing, a
+rounding layer, distillation at T = 100, input noise, logits times 1e6) and of ``honest``
+(adversarial training) is tried in place of the solution cell ``cell`` of the reference notebook,
+graded by the notebook's own test cells (tests/answer_harness.py: one walk of the notebook, one
+forked kernel per answer). Each masking answer must fail every cell in ``lose``; each honest
+answer must pass them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
+from answer_harness import Answer, graded_spans, run_answers
 
 import labkit as lk
 
@@ -21,46 +23,43 @@ COURSE = lk.course.load_course(ROOT / "course.yml")
 SPECS = sorted((ROOT / "tests" / "wrong_answers").glob("*.masking.yml"))
 
 
-def _variant(slug: str, cell: str, source: str, dest: Path) -> Path:
-    lesson = COURSE.lesson(slug)
-    nb = nbformat.read(ROOT / "solutions" / slug / str(lesson.notebook), as_version=4)
-    cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cell]
-    assert len(cells) == 1, f"{slug}: no single solution cell {cell!r}"
-    cells[0].source = source
-    nbformat.write(nb, dest)
-    return dest
-
-
 def test_every_masking_spec_names_a_ready_lesson() -> None:
     ready = {lesson.slug for lesson in COURSE.ready_lessons}
     assert SPECS, "no masking answers found"
     for spec in SPECS:
-        assert spec.name.removesuffix(".masking.yml") in ready, f"{spec.name}: no such ready lesson"
+        slug = spec.name.removesuffix(".masking.yml")
+        assert slug in ready, f"{spec.name}: no such ready lesson"
         data = yaml.safe_load(spec.read_text(encoding="utf-8"))
         assert data["masking"] and data["honest"] and data["lose"], f"{spec.name}: incomplete"
+        graded = graded_spans(slug).get(data["cell"])
+        assert graded is not None, f"{spec.name}: {data['cell']!r} is not a solution cell of {slug}"
+        missing = set(data["lose"]) - set(graded)
+        assert not missing, (
+            f"{spec.name}: {sorted(missing)} do not grade {data['cell']!r} (expected some of {graded})"
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name.removesuffix(".masking.yml") for s in SPECS])
-def test_masking_answers_fail_and_honest_answers_pass(spec: Path, tmp_path: Path) -> None:
+def test_masking_answers_fail_and_honest_answers_pass(spec: Path) -> None:
     slug = spec.name.removesuffix(".masking.yml")
     data = yaml.safe_load(spec.read_text(encoding="utf-8"))
-    answers = {
-        **{f"masking-{k}": v for k, v in data["masking"].items()},
-        **{f"honest-{k}": v for k, v in data["honest"].items()},
-    }
-    submissions = {
-        who: _variant(slug, data["cell"], source, tmp_path / f"{who}.ipynb")
-        for who, source in answers.items()
-    }
-    results = lk.course.autograde(COURSE, slug, submissions)
-    for who, result in results.items():
-        scores = ", ".join(f"{g}={result.score_of(g):g}" for g in data["lose"])
-        print(f"\n{slug} {who}: {scores}")
-    for who, result in results.items():
+    answers = [
+        *(Answer(data["cell"], f"masking-{k}", v) for k, v in data["masking"].items()),
+        *(Answer(data["cell"], f"honest-{k}", v) for k, v in data["honest"].items()),
+    ]
+    results = run_answers(slug, answers)
+    for result in results:
+        print(f"\n{result.describe()} ({result.seconds:.1f} s)")
+    for result in results:
+        name, failed = result.answer.name, set(result.failed)
         for grade_id in data["lose"]:
-            full = next(c.max_score for c in result.cells if c.grade_id == grade_id)
-            if who.startswith("masking-"):
-                assert result.score_of(grade_id) < full, f"{slug}: the masking answer {who} keeps {grade_id}"
+            if name.startswith("masking-"):
+                assert grade_id in failed, (
+                    f"{slug}: the masking answer {name} passes {grade_id}; expected the graded attack "
+                    f"suite to see through it\n{result.describe()}"
+                )
             else:
-                assert result.score_of(grade_id) == full, f"{slug}: the honest answer {who} loses {grade_id}"
+                assert grade_id not in failed, (
+                    f"{slug}: the honest answer {name} fails {grade_id}; expected full marks\n{result.describe()}"
+                )
