@@ -487,3 +487,18 @@ def test_pgd_validates_logits_without_a_clean_pass(steps: int, tiny_model: lk.La
         attacks.pgd(nan_model, x, y, eps=0.1, steps=steps)
     with pytest.raises(ValueError, match=r"NaN or infinite outputs"):
         attacks.fgsm(nan_model, x, y, eps=0.1)
+
+
+def test_takes_budget_tells_a_budget_attack_from_a_bound_one() -> None:
+    """The contract reads whether an attack still wants ``eps`` (evaluation passes it then)."""
+    from labkit.attacks.contract import takes_budget
+
+    def bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def open_ended(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **settings: Any) -> torch.Tensor:
+        return x
+
+    assert takes_budget(attacks.pgd) and takes_budget(attacks.square) and takes_budget(open_ended)
+    assert not takes_budget(bound)
+    assert not takes_budget(attacks.as_attack(attacks.square, eps=0.1, max_queries=5))

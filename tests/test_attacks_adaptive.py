@@ -101,9 +101,7 @@ def test_rescaled_keeps_decisions_and_unsaturates_the_softmax(
     tiny_model: lk.LabModel, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, y = batch
-    huge = lk.LabModel(
-        nn.Sequential(tiny_model.net, _Scale(1e9)), input_shape=(1, 2, 2), num_classes=2
-    ).eval()
+    huge = lk.hardening.with_temperature(tiny_model, 1e-9)  # logits times 1e9
     right = huge(x).argmax(1) == y
     assert right.any()
     dead = _input_grad(huge, x[right], y[right]).flatten(1).abs().sum(1)
@@ -111,15 +109,6 @@ def test_rescaled_keeps_decisions_and_unsaturates_the_softmax(
     assert (dead == 0).all() and (alive > 0).all()
     with torch.no_grad():
         assert torch.equal(rescaled(huge)(x).argmax(1), huge(x).argmax(1))
-
-
-class _Scale(nn.Module):
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.factor
 
 
 def test_dlr_head_is_wrong_exactly_when_the_model_is_and_grows_with_dlr() -> None:

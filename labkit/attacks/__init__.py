@@ -50,7 +50,8 @@ projects onto the ball and clips to the valid range. :func:`attack_success` and
 One contract (:mod:`labkit.attacks.contract`): every attack is ``attack(model, x, y, *, eps,
 ...)`` (:class:`BudgetAttack`); with its budget bound it is an :class:`Attack`; attacks that
 report queries or their own verdict return an :class:`AttackResult` (``x_adv``, ``success``),
-and :func:`adversarial_points` reads ``x_adv`` from either kind.
+and :func:`adversarial_points` reads ``x_adv`` from either kind; :func:`takes_budget` tells
+the two kinds of attack function apart.
 """
 
 from labkit.attacks import adaptive, blackbox, contract, physical, threat, transfer
@@ -64,7 +65,7 @@ from labkit.attacks.blackbox import (
     simba,
     square,
 )
-from labkit.attacks.contract import Attack, AttackResult, BudgetAttack, adversarial_points
+from labkit.attacks.contract import Attack, AttackResult, BudgetAttack, adversarial_points, takes_budget
 from labkit.attacks.physical import (
     EOT,
     OcclusionResult,
@@ -126,6 +127,7 @@ __all__ = [
     "spatial_attack",
     "square",
     "straight_through",
+    "takes_budget",
     "threat",
     "train_surrogate",
     "transfer",

@@ -20,13 +20,15 @@ the same everywhere, and :func:`adversarial_points` reads ``x_adv`` from either 
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-__all__ = ["Attack", "AttackResult", "BudgetAttack", "adversarial_points"]
+__all__ = ["Attack", "AttackResult", "BudgetAttack", "adversarial_points", "takes_budget"]
 
 
 @runtime_checkable
@@ -77,3 +79,22 @@ def adversarial_points(out: torch.Tensor | AttackResult) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
     raise TypeError(f"an attack must return a tensor or an AttackResult, got {type(out).__name__}")
+
+
+def takes_budget(attack: Callable[..., Any]) -> bool:
+    """Whether ``attack`` is a :class:`BudgetAttack` (it takes ``eps``) rather than an :class:`Attack`.
+
+    Read from its signature: a parameter named ``eps`` or a ``**kwargs`` makes it a
+    :class:`BudgetAttack`. A callable whose signature cannot be read (some builtins) is taken to
+    be one.
+
+    >>> from functools import partial
+    >>> from labkit.attacks import fgsm
+    >>> takes_budget(fgsm), takes_budget(partial(fgsm, eps=0.1)), takes_budget(lambda m, x, y: x)
+    (True, True, False)
+    """
+    try:
+        params = inspect.signature(attack).parameters
+    except (TypeError, ValueError):  # builtins and some C callables: assume it does
+        return True
+    return "eps" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

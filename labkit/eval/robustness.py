@@ -17,7 +17,6 @@ intervals, because a few hundred test images leave several points of sampling er
 from __future__ import annotations
 
 import html
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from labkit.attacks.contract import takes_budget
 from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_eps
 from labkit.config import Profile
 from labkit.contract import LabModel
@@ -38,14 +38,6 @@ __all__ = ["RobustnessReport", "robustness"]
 
 EpsAttack = Callable[..., Any]
 """``(model, x, y, *, eps) -> x_adv`` (or a result with ``.x_adv``, as black-box attacks return)."""
-
-
-def _takes_eps(attack: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(attack).parameters
-    except (TypeError, ValueError):  # builtins and some C callables: assume it does
-        return True
-    return "eps" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _run(
@@ -287,7 +279,7 @@ def robustness(
             raise TypeError(
                 f"attack {name!r} must be callable (model, x, y, *, eps) -> x_adv, got {type(a).__name__}"
             )
-    takes_eps = {name: _takes_eps(a) for name, a in chosen.items()}
+    takes_eps = {name: takes_budget(a) for name, a in chosen.items()}
     x, y = as_xy(data, n)
     import time
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
+from labkit.attacks.adaptive import logits_of
 from labkit.contract import LabModel
 
 __all__ = ["base_of", "softmax_output", "with_temperature", "wrap"]
@@ -171,12 +173,4 @@ def softmax_output(model: LabModel) -> LabModel:
 def call_unchecked(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """``model`` as a function that skips a LabModel's per-call input checks (for hot loops)."""
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if isinstance(model, LabModel):
-            with model.unchecked():
-                out: torch.Tensor = model(x)
-            return out
-        result: torch.Tensor = model(x)
-        return result
-
-    return run
+    return partial(logits_of, model)
