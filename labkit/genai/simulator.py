@@ -47,8 +47,10 @@ The rules
    phrases it knows (:data:`GLOSSARY`), does arithmetic, and calls tools the user asks for.
 
 Rules 1 to 3 (and the reading behind rule 7) live in :mod:`labkit.genai._reading`, the
-weights of rule 5 in :mod:`labkit.genai.strengths`; this module is the assistant that applies
-them, and it re-exports :class:`Rules`, :func:`read_rules`, :class:`Strength` and :data:`STRENGTHS`.
+weights of rule 5 in :mod:`labkit.genai.strengths`, what :meth:`SimulatedAssistant.explain`
+returns in :mod:`labkit.genai.explanation`; this module is the assistant that applies the rules,
+and it re-exports :class:`Rules`, :func:`read_rules`, :class:`Strength`, :data:`STRENGTHS`,
+:class:`Instruction` and :class:`Explanation`.
 
 Examples
 --------
@@ -69,7 +71,6 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from labkit.genai._reading import (
     FORGED,
@@ -84,6 +85,8 @@ from labkit.genai._reading import (
 )
 from labkit.genai._reading import Rules as Rules
 from labkit.genai._reading import read_rules as read_rules
+from labkit.genai.explanation import Explanation as Explanation
+from labkit.genai.explanation import Instruction as Instruction
 from labkit.genai.strengths import STRENGTHS as STRENGTHS
 from labkit.genai.strengths import Strength as Strength
 from labkit.genai.text import (
@@ -138,53 +141,6 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "german": "alles Gute",
     },
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# Explanations
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One instruction the simulator found, and what it did with it."""
-
-    message: int
-    role: str
-    source: str
-    kind: str
-    sentence: str
-    arguments: Mapping[str, str]
-    conflict: str | None
-    features: Mapping[str, float] = field(default_factory=dict)
-    logit: float | None = None
-    probability: float = 1.0
-    followed: bool = True
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A reply with the instructions behind it: :meth:`SimulatedAssistant.explain`."""
-
-    reply: Reply
-    instructions: tuple[Instruction, ...]
-    rules: Rules
-    strength: str
-
-    def _repr_markdown_(self) -> str:
-        lines = [
-            f"**{self.strength}** assistant replied: {self.reply.text[:200]!r}",
-            "",
-            "| msg | role | instruction | conflicts with | p(follow) | followed |",
-            "|---|---|---|---|---|---|",
-        ]
-        for ins in self.instructions:
-            sentence = ins.sentence.replace("|", "/")[:80]
-            lines.append(
-                f"| {ins.message} | {ins.role} | {ins.kind}: {sentence} | {ins.conflict or '-'} | "
-                f"{ins.probability:.2f} | {'yes' if ins.followed else 'no'} |"
-            )
-        return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
