@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 import labkit as lk
 from labkit.attacks.adaptive import (
+    Expectation,
     ModelWrapper,
     PiecewiseOpMode,
     apgd_dlr,
@@ -160,3 +161,29 @@ def test_wrap_like_keeps_the_contract_of_a_lab_model(tiny_model: lk.LabModel) ->
 def test_eval_uses_the_same_primitives() -> None:
     assert lk.eval.straight_through is lk.attacks.straight_through is straight_through
     assert lk.eval.expectation is expectation and lk.eval.rescaled is rescaled
+
+
+def test_margin_pgd_lives_in_attacks_and_eval_reexports_it(
+    tiny_model: lk.LabModel, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """margin_pgd moved from eval to attacks: one function under both names, an attack like any other."""
+    assert lk.eval.margin_pgd is lk.attacks.margin_pgd
+    x, y = batch
+    x_adv = lk.attacks.margin_pgd(
+        tiny_model, x, y, eps=0.2, steps=10, generator=torch.Generator().manual_seed(0)
+    )
+    assert (x_adv - x).abs().max() <= 0.2 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        assert (tiny_model(x_adv).argmax(1) != y).sum() > (tiny_model(x).argmax(1) != y).sum()
+
+
+def test_hardening_eot_averages_with_the_same_module(tiny_model: lk.LabModel) -> None:
+    """hardening.eot attacks the model that attacks.adaptive.Expectation builds."""
+    seen: list[nn.Module] = []
+
+    def spy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.append(model)
+        return x
+
+    lk.hardening.eot(spy, n=3)(tiny_model, torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long))
+    assert isinstance(seen[0], lk.LabModel) and isinstance(seen[0].net, Expectation)

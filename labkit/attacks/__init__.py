@@ -40,7 +40,8 @@ Adaptive-attack primitives (:mod:`labkit.attacks.adaptive`), the models a gradie
 aim at when the gradient looks masked (Athalye et al., arXiv:1802.00420): :func:`straight_through`
 (BPDA with the identity on every piecewise-constant op), :func:`expectation` (EOT, logits
 averaged over draws), :func:`rescaled` (unsaturated logits) and :func:`dlr_head`, with
-:func:`apgd_dlr` (APGD on the DLR loss, Croce and Hein, arXiv:2003.01690).
+:func:`apgd_dlr` (APGD on the DLR loss, Croce and Hein, arXiv:2003.01690); :func:`margin_pgd` is PGD
+on the Carlini-Wagner logit margin, which a saturated softmax does not hide.
 
 Every attack goes through :mod:`labkit.attacks.threat`, which validates the arguments once,
 projects onto the ball and clips to the valid range. :func:`attack_success` and
@@ -55,7 +56,7 @@ the two kinds of attack function apart.
 """
 
 from labkit.attacks import adaptive, blackbox, contract, physical, threat, transfer
-from labkit.attacks.adaptive import apgd_dlr, dlr_head, expectation, rescaled, straight_through
+from labkit.attacks.adaptive import apgd_dlr, dlr_head, expectation, margin_pgd, rescaled, straight_through
 from labkit.attacks.blackbox import (
     BlackBoxResult,
     QueryBudgetWarning,
@@ -114,6 +115,7 @@ __all__ = [
     "expectation",
     "fgsm",
     "hopskipjump",
+    "margin_pgd",
     "mi_fgsm",
     "nes_pgd",
     "occlusion",

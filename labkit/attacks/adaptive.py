@@ -16,6 +16,9 @@ so any attack of :mod:`labkit.attacks` runs on it unchanged:
 * :func:`dlr_head`: logits whose cross-entropy rises with the DLR loss, so that APGD-CE runs
   as APGD-DLR (Croce and Hein, arXiv:2003.01690); :func:`apgd_dlr` is that attack.
 
+:func:`margin_pgd` attacks the same weakness from the loss side: PGD on the Carlini-Wagner logit
+margin, whose gradient does not pass through a softmax and so does not vanish when it saturates.
+
 :class:`PiecewiseOpMode` is the recorder behind :func:`straight_through`; with
 ``replace=False`` it only records which piecewise-constant ops ran on input-dependent tensors
 (:func:`labkit.eval.detect_masking` uses it that way). :class:`ModelWrapper`, :func:`wrap_like`
@@ -37,6 +40,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -45,18 +49,27 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from labkit.attacks.threat import ProbabilityOutputWarning
+from labkit.attacks.threat import (
+    ProbabilityOutputWarning,
+    apply_threat_model,
+    attack_mode,
+    bounds_of,
+    per_example,
+    random_in_ball,
+)
 from labkit.attacks.whitebox import apgd
 from labkit.contract import LabModel
 
 __all__ = [
     "PIECEWISE_CONSTANT",
+    "Expectation",
     "ModelWrapper",
     "PiecewiseOpMode",
     "apgd_dlr",
     "dlr_head",
     "expectation",
     "logits_of",
+    "margin_pgd",
     "rescaled",
     "straight_through",
     "wrap_like",
@@ -147,7 +160,9 @@ class _StraightThrough(ModelWrapper):
             return logits_of(self.model, x)
 
 
-class _Expectation(ModelWrapper):
+class Expectation(ModelWrapper):
+    """The logits of ``model`` averaged over ``samples`` forward passes, batched in one call (EOT)."""
+
     def __init__(self, model: nn.Module, samples: int) -> None:
         super().__init__(model)
         self.samples = samples
@@ -230,7 +245,7 @@ def expectation(model: nn.Module, samples: int) -> nn.Module:
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    return wrap_like(_Expectation(model, samples), model)
+    return wrap_like(Expectation(model, samples), model)
 
 
 def rescaled(model: nn.Module) -> nn.Module:
@@ -273,3 +288,72 @@ def apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **settings: Any
         # The head's rows can look like probabilities (a 1 and zeros); they are a loss, not a softmax.
         warnings.simplefilter("ignore", ProbabilityOutputWarning)
         return apgd(target, x, y, **settings)
+
+
+def margin_pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 20,
+    step_size: float | None = None,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L-inf PGD on the Carlini-Wagner logit margin instead of the cross-entropy.
+
+    Maximises :math:`\\max_{i \\ne y} z_i(x') - z_y(x')` in the ball. The margin's gradient
+    does not pass through a softmax, so it does not vanish when the softmax saturates
+    (defensive distillation, huge logits). Returns per example the visited point with the
+    largest margin.
+
+    Reference: Carlini and Wagner, arXiv:1608.04644 (the loss); Madry et al., arXiv:1706.06083
+    (PGD with it).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
+    ...     _ = net[1].bias.zero_()
+    >>> model = LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
+    >>> x = torch.tensor([[[[0.6, 0.6], [0.5, 0.5]]]])
+    >>> model.predict(margin_pgd(model, x, torch.tensor([1]), eps=0.1, steps=5))
+    tensor([0])
+    """
+    bounds = bounds_of(model)
+    with attack_mode(model, x, y, eps=eps, norm="linf", bounds=bounds, stacklevel=3) as clean:
+        if eps == 0 or steps == 0:
+            return x.clone()
+        alpha = step_size if step_size is not None else 2.5 * eps / steps
+        is_y = torch.nn.functional.one_hot(y, clean.shape[1]).bool()
+
+        def margin(logits: torch.Tensor) -> torch.Tensor:
+            real = logits.gather(1, y[:, None]).squeeze(1)
+            other = logits.masked_fill(is_y, -math.inf).amax(dim=1)
+            return other - real
+
+        best_x, best_m = x.clone(), margin(clean)
+        x_adv = x
+        if random_start:
+            x_adv = apply_threat_model(
+                x,
+                x + random_in_ball(x, norm="linf", eps=eps, generator=generator),
+                norm="linf",
+                eps=eps,
+                bounds=bounds,
+            )
+        for k in range(steps + 1):
+            x_adv = x_adv.detach().requires_grad_(k < steps)
+            m = margin(model(x_adv))
+            better = m.detach() > best_m
+            best_x = torch.where(per_example(better, x), x_adv.detach(), best_x)
+            best_m = torch.where(better, m.detach(), best_m)
+            if k == steps:
+                break
+            (grad,) = torch.autograd.grad(m.sum(), x_adv)
+            x_adv = apply_threat_model(
+                x, x_adv.detach() + alpha * grad.sign(), norm="linf", eps=eps, bounds=bounds
+            )
+        return best_x.detach()

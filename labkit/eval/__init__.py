@@ -11,6 +11,10 @@
 * :func:`certify`: randomized smoothing's CERTIFY (Cohen et al., arXiv:1902.02918) with a
   :class:`Certificate` (certified accuracy against radius), and :func:`train_with_noise` for the
   base classifier.
+
+The attack primitives the evaluation aims with (:func:`straight_through`, :func:`expectation`,
+:func:`rescaled`, :func:`margin_pgd`) live in :mod:`labkit.attacks.adaptive`; they are
+re-exported here under the names lessons already use.
 """
 
 from labkit.eval.certify import Certificate, certify, train_with_noise

@@ -45,14 +45,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from labkit.attacks.adaptive import margin_pgd
 from labkit.attacks.threat import (
     ProbabilityOutputWarning,
-    apply_threat_model,
-    attack_mode,
     bounds_of,
     check_eps,
-    per_example,
-    random_in_ball,
 )
 from labkit.attacks.whitebox import fgsm, pgd
 from labkit.contract import LabModel
@@ -161,80 +158,6 @@ class Checklist:
     def __repr__(self) -> str:
         marks = ", ".join(f"{r.key}={r.status}" for r in self.rows)
         return f"Checklist({self.verdict}: {marks})"
-
-
-# --------------------------------------------------------------------------------------------
-# A margin-loss PGD (the CW loss in an L-inf ball)
-# --------------------------------------------------------------------------------------------
-
-
-def margin_pgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    steps: int = 20,
-    step_size: float | None = None,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """L-inf PGD on the Carlini-Wagner logit margin instead of the cross-entropy.
-
-    Maximises :math:`\\max_{i \\ne y} z_i(x') - z_y(x')` in the ball. The margin's gradient
-    does not pass through a softmax, so it does not vanish when the softmax saturates
-    (defensive distillation, huge logits). Returns per example the visited point with the
-    largest margin.
-
-    Reference: Carlini and Wagner, arXiv:1608.04644 (the loss); Madry et al., arXiv:1706.06083
-    (PGD with it).
-
-    Examples
-    --------
-    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    >>> with torch.no_grad():
-    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
-    ...     _ = net[1].bias.zero_()
-    >>> model = LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
-    >>> x = torch.tensor([[[[0.6, 0.6], [0.5, 0.5]]]])
-    >>> model.predict(margin_pgd(model, x, torch.tensor([1]), eps=0.1, steps=5))
-    tensor([0])
-    """
-    bounds = bounds_of(model)
-    with attack_mode(model, x, y, eps=eps, norm="linf", bounds=bounds, stacklevel=3) as clean:
-        if eps == 0 or steps == 0:
-            return x.clone()
-        alpha = step_size if step_size is not None else 2.5 * eps / steps
-        is_y = torch.nn.functional.one_hot(y, clean.shape[1]).bool()
-
-        def margin(logits: torch.Tensor) -> torch.Tensor:
-            real = logits.gather(1, y[:, None]).squeeze(1)
-            other = logits.masked_fill(is_y, -math.inf).amax(dim=1)
-            return other - real
-
-        best_x, best_m = x.clone(), margin(clean)
-        x_adv = x
-        if random_start:
-            x_adv = apply_threat_model(
-                x,
-                x + random_in_ball(x, norm="linf", eps=eps, generator=generator),
-                norm="linf",
-                eps=eps,
-                bounds=bounds,
-            )
-        for k in range(steps + 1):
-            x_adv = x_adv.detach().requires_grad_(k < steps)
-            m = margin(model(x_adv))
-            better = m.detach() > best_m
-            best_x = torch.where(per_example(better, x), x_adv.detach(), best_x)
-            best_m = torch.where(better, m.detach(), best_m)
-            if k == steps:
-                break
-            (grad,) = torch.autograd.grad(m.sum(), x_adv)
-            x_adv = apply_threat_model(
-                x, x_adv.detach() + alpha * grad.sign(), norm="linf", eps=eps, bounds=bounds
-            )
-        return best_x.detach()
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from labkit._checks import check_int
+from labkit.attacks.adaptive import Expectation
 from labkit.attacks.whitebox import Attack
 from labkit.contract import LabModel
 from labkit.hardening.wrappers import base_of, check_lab_model, wrap
@@ -381,24 +382,6 @@ def bpda(obj: InputTransform | LabModel) -> Any:
     raise TypeError(f"bpda takes an InputTransform or a defended LabModel, got {type(obj).__name__}")
 
 
-class _Expectation(nn.Module):
-    """Average logits of ``model`` over ``n`` forward passes on the same inputs."""
-
-    def __init__(self, model: nn.Module, n: int) -> None:
-        super().__init__()
-        self.model = model
-        self.n = n
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.repeat(self.n, *([1] * (x.dim() - 1)))
-        if isinstance(self.model, LabModel):
-            with self.model.unchecked():
-                out = self.model(batch)
-        else:
-            out = self.model(batch)
-        return out.view(self.n, x.shape[0], -1).mean(dim=0)
-
-
 def eot(attack: Attack, n: int) -> Attack:
     """Expectation over Transformation: run ``attack`` on the model averaged over ``n`` draws.
 
@@ -437,7 +420,7 @@ def eot(attack: Attack, n: int) -> Attack:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if isinstance(model, LabModel):
             averaged: nn.Module = LabModel(
-                _Expectation(model, draws),
+                Expectation(model, draws),
                 input_shape=model.input_shape,
                 num_classes=model.num_classes,
                 value_range=model.value_range,
@@ -445,7 +428,7 @@ def eot(attack: Attack, n: int) -> Attack:
             ).to(x.device)
             averaged.train(model.training)
         else:
-            averaged = _Expectation(model, draws)
+            averaged = Expectation(model, draws)
         return attack(averaged, x, y)
 
     inner = getattr(attack, "__name__", getattr(getattr(attack, "func", None), "__name__", "attack"))
