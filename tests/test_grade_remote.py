@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,22 @@ def test_learner_names_spread_through_the_cells_that_read_them() -> None:
     assert step.trusted_before == ["import torch\nmodel = 1\nseed = 0", "seed = 1"]
     assert "model" in step.shared_names and "result" not in step.shared_names
     assert plan.learner >= {"solve", "helper", "result", "doubled"}
+
+
+def test_a_solution_cells_imports_are_the_checkers_own() -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _cell(
+            "import base64, json as js\nfrom math import pi\nimport os\nos = 3\ndef f(b):\n    return b",
+            solution=True,
+        ),
+        _cell("text = base64.b64encode(b'x')", grade=True, solution=False, grade_id="t", points=1),
+        _cell("assert f(js.dumps(pi)) and os", grade=True, solution=False, grade_id="u", points=1),
+    ]
+    plan = plan_cells(nb)
+    imports = ["import base64", "import json as js", "from math import pi"]
+    assert plan.tests["t"].learner_names == [] and plan.tests["t"].trusted_before == imports
+    assert plan.tests["u"].learner_names == ["f", "os"], "a name the cell also assigns stays the learner's"
 
 
 def test_lesson_00_plan_binds_only_the_exercises() -> None:
@@ -229,6 +246,46 @@ def draw():
     return torch.rand(3)
 def draw_with(g):
     return torch.rand(2, generator=g)
+def sweep(attack, model, x, y, eps_values):
+    return [attack(model, x, y, eps=eps) for eps in eps_values]
+def each(attack, models, x, y):
+    return [attack(m, x, y) for m in models.values()]
+def read(obj, name):
+    return getattr(obj, name)
+def waits(api, x):
+    try:
+        api(x)
+    except lk.serving.RateLimitExceeded as err:
+        return err.retry_after
+    return None
+def keep_clock(clock):
+    global _clock
+    _clock = clock
+def tick():
+    return _clock() + _clock()
+def doubled(b):
+    return b + b
+def make_scope():
+    return lk.redteam.Scope(techniques=("transfer",), query_budget=100, max_eps=0.1)
+def message():
+    return lk.genai.Message("user", "hello")
+import dataclasses, time
+@dataclasses.dataclass(frozen=True)
+class PosingScope:
+    techniques: tuple = ("transfer",)
+    query_budget: int = 10
+    max_eps: float = 2.0
+PosingScope.__module__, PosingScope.__qualname__ = "labkit.redteam.scope", "Scope"
+def posing_scope():
+    return PosingScope()
+_ticks = [0]
+def slow(seconds):
+    for _ in range(int(seconds * 20)):
+        time.sleep(0.05)
+        _ticks[0] += 1
+    return seconds
+def ticks():
+    return _ticks[0]
 """
 
 
@@ -249,6 +306,8 @@ def learner() -> Iterator[dict[str, Any]]:
         remote._user_ns = lambda: ns
         remote._PEER[:] = [remote.Peer(km.connection_file, 30)]
         ns["_kc"] = kc
+        ns["_cf"] = km.connection_file
+        ns["_km"] = km
         ns["model"] = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
         names = [
             "same",
@@ -261,6 +320,18 @@ def learner() -> Iterator[dict[str, Any]]:
             "mode",
             "draw",
             "draw_with",
+            "sweep",
+            "each",
+            "read",
+            "waits",
+            "keep_clock",
+            "tick",
+            "doubled",
+            "make_scope",
+            "message",
+            "posing_scope",
+            "slow",
+            "ticks",
         ]
         assert remote.bind([*names, "missing"], ["model"]) == ""
         assert "missing" not in ns
@@ -348,3 +419,214 @@ def test_a_lying_server_only_changes_what_learner_code_returns(learner: dict[str
     finally:
         kc.execute_interactive("_r._serve = _real", timeout=60, output_hook=lambda m: None)
     assert learner["picky"](2) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# What the checker hands to learner code: callables and objects that stay in the checker
+
+
+def test_a_tests_callables_run_in_the_checker_when_learner_code_calls_them(learner: dict[str, Any]) -> None:
+    seen: list[float] = []
+
+    def recording(model: Any, x: torch.Tensor, y: Any, *, eps: float) -> torch.Tensor:
+        seen.append(eps)
+        assert model is learner["model"], "the shared model comes back as the checker's own"
+        return x + eps
+
+    x = torch.zeros(2, 4)
+    out = learner["sweep"](recording, learner["model"], x, None, [0.0, 0.5])
+    assert seen == [0.0, 0.5], "the checker's closure ran, in the checker, once per call"
+    assert torch.equal(out[1], x + 0.5)
+    # a partial of a labkit attack with a generator runs here, on the checker's generator
+    g = torch.Generator().manual_seed(0)
+    model = lk.LabModel(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), input_shape=(4,), num_classes=3
+    ).eval()
+    noisy = partial(lk.attacks.pgd, steps=2, generator=g)
+    state = g.get_state()
+    xs, ys = torch.rand(3, 4), torch.tensor([0, 1, 2])
+    adv = learner["sweep"](noisy, model, xs, ys, [0.1])[0]
+    assert (adv - xs).abs().max() <= 0.1 + 1e-6
+    assert not torch.equal(g.get_state(), state), "the checker's generator advanced"
+
+
+def test_objects_nested_in_arguments_come_back_as_the_checkers_own(learner: dict[str, Any]) -> None:
+    members = {"a": torch.nn.Linear(4, 3), "b": torch.nn.Linear(4, 3)}
+    calls: list[Any] = []
+
+    def counting(m: Any, x: torch.Tensor, y: Any) -> torch.Tensor:
+        calls.append(m)
+        return x
+
+    learner["each"](counting, members, torch.rand(2, 4), None)
+    assert calls == list(members.values()) and all(
+        a is b for a, b in zip(calls, members.values(), strict=True)
+    )
+
+
+def test_callbacks_nest_and_outlive_the_call_that_passed_them(learner: dict[str, Any]) -> None:
+    same = learner["same"]
+    assert learner["sweep"](lambda m, x, y, *, eps: same(x) * eps, None, torch.ones(2), None, [2.0])[
+        0
+    ].tolist() == [
+        2.0,
+        2.0,
+    ], "a checker callable may call learner code in turn"
+
+    class Clock:
+        def __init__(self) -> None:
+            self.now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    Clock.__module__ = "__main__"  # where a test cell's class lives in the checker kernel
+    clock = Clock()
+    assert learner["keep_clock"](clock) is None
+    assert learner["tick"]() == 3.0 and clock.now == 2.0, "a stored callable is called back in a later call"
+
+
+def test_checker_objects_show_learner_code_public_data_only(learner: dict[str, Any]) -> None:
+    model = lk.LabModel(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), input_shape=(4,), num_classes=3
+    ).eval()
+    api = lk.serving.PredictionAPI(model, output="label", query_budget=7, log=False)
+    assert learner["read"](api, "queries_left") == 7
+    assert learner["read"](api, "output") == "label"
+
+    def secret_holder() -> None:
+        return None
+
+    for name in ("__globals__", "_model", "__dict__"):
+        with pytest.raises(AttributeError):
+            learner["read"](secret_holder if name == "__globals__" else api, name)
+    with pytest.raises(TypeError, match="cannot read"):
+        learner["read"](partial(torch.rand, 2), "func")  # a function the test did not hand over
+    # a labkit exception raised in the checker reaches learner code as itself, with its data
+    clock_now = [0.0]
+    paced = lk.serving.PredictionAPI(
+        model, output="label", rate_limit=1.0, burst=2, clock=lambda: clock_now[0], log=False
+    )
+    assert learner["waits"](paced, torch.rand(2, 4)) is None
+    wait = learner["waits"](paced, torch.rand(2, 4))
+    assert isinstance(wait, float) and wait > 0, "learner code caught RateLimitExceeded and read retry_after"
+    with pytest.raises(TypeError, match="cannot pass"):
+        learner["same"](sys)  # a Python module never crosses
+
+
+def test_a_forged_callback_runs_nothing(learner: dict[str, Any]) -> None:
+    peer = remote.peer()
+    ran: list[int] = []
+    peer.export(lambda: ran.append(1))
+    for cb in (
+        {"op": "call", "handle": 10_000, "args": [], "kwargs": {}},
+        {"op": "getattr", "handle": 1, "args": ["__globals__"], "kwargs": {}},
+        {"op": "setattr", "handle": 1, "args": ["x", 1], "kwargs": {}},
+        "not a request",
+    ):
+        reply = peer._callback({"callback": cb, "call": 1}, {})
+        assert "raise" in reply and "value" not in reply
+    assert ran == []
+    with pytest.raises(remote.RemoteError, match="never passed"):
+        peer.decode_result({"$exported": 10_000}, {})
+
+
+def test_bytes_cross_as_data_within_the_size_cap(
+    learner: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert learner["doubled"](b"ab\x00") == b"ab\x00ab\x00"
+    assert remote.decode(remote.encode(bytearray(b"xy"), None), None) == bytearray(b"xy")
+    with pytest.raises(remote.CodecError, match="not base64"):
+        remote.decode({"$bytes": "***"}, None)
+    monkeypatch.setattr(remote, "MAX_BYTES", 1024)
+    with pytest.raises(remote.CodecError, match="larger"):
+        remote.encode(b"x" * 2048, None)
+    with pytest.raises(remote.CodecError, match="larger"):
+        remote.decode({"$bytes": "A" * 4096}, None)
+
+
+def test_labkit_dataclasses_are_rebuilt_with_the_checkers_class(learner: dict[str, Any]) -> None:
+    scope = learner["make_scope"]()
+    assert type(scope) is lk.redteam.Scope and scope.allows("transfer") and not scope.allows("white_box")
+    assert type(learner["message"]()) is lk.genai.Message
+    posing = learner["posing_scope"]()
+    assert isinstance(posing, remote.RemoteObject), "a learner class posing as a labkit class stays a proxy"
+
+
+@pytest.mark.parametrize(
+    ("tag", "match"),
+    [
+        (
+            {
+                "$dataclass": "labkit.redteam.scope:Scope",
+                "fields": {"techniques": ["transfer"], "query_budget": 5, "evil": 1},
+            },
+            "does not have",
+        ),
+        (
+            {
+                "$dataclass": "labkit.redteam.scope:Scope",
+                "fields": {"techniques": ["transfer"], "query_budget": 5, "max_eps": 9.0},
+            },
+            "refuses",
+        ),
+        (
+            {
+                "$dataclass": "labkit.redteam.scope:Scope",
+                "fields": {"techniques": ["rm -rf"], "query_budget": 5},
+            },
+            "refuses",
+        ),
+        ({"$dataclass": "builtins:object", "fields": {}}, "not a labkit"),
+        ({"$dataclass": "labkit.serving.api:PredictionAPI", "fields": {}}, "not a labkit dataclass"),
+        ({"$dataclass": "labkit.redteam.scope:Scope.__init__.__globals__", "fields": {}}, "not a public"),
+        ({"$dataclass": "labkit.course.answers:AnswerKey", "fields": {}}, "may cross"),
+    ],
+)
+def test_forged_labkit_objects_are_refused(tag: dict[str, Any], match: str) -> None:
+    with pytest.raises(remote.CodecError, match=match):
+        remote.decode(tag, None)
+
+
+def test_a_learner_call_that_never_returns_times_out_and_stops_when_interrupted(
+    learner: dict[str, Any],
+) -> None:
+    import time
+
+    impatient = remote.Peer(learner["_cf"], 1)
+    handle = object.__getattribute__(learner["slow"], "_handle")
+    with pytest.raises(remote.RemoteError, match="did not answer within"):
+        impatient.call(handle, (600,), {})
+    learner["_km"].interrupt_kernel()  # what the grader does to a cell past its time
+    time.sleep(1.0)
+    before = learner["ticks"]()
+    time.sleep(0.5)
+    assert learner["ticks"]() == before, "the interrupted learner code no longer runs"
+    assert learner["slow"](0) == 0, "the kernel answers again"
+
+
+def test_modules_named_in_a_modules_attributes_are_rebuilt_in_place() -> None:
+    inner = torch.nn.Linear(4, 3)
+    outer = torch.nn.Sequential(inner)
+    vars(outer)["extra"] = {"base": inner, "loose": torch.nn.ReLU(), "n": 2}  # like a wrapper's meta
+    desc = remote.describe_module(outer, remote._Budget())
+    assert desc is not None
+    copy = remote.rebuild_module(desc)
+    assert copy.extra["base"] is copy[0], "a submodule named in an attribute is the rebuilt submodule"
+    assert type(copy.extra["loose"]) is torch.nn.ReLU and copy.extra["n"] == 2
+    forged = {**desc, "attrs": {"extra": {"$dict": {"base": {"$submodule": "7.weight"}}}}}
+    with pytest.raises(remote.CodecError, match="no submodule"):
+        remote.rebuild_module(forged)
+    vars(outer)["extra"] = {"f": lambda v: v}  # a function in an attribute: the module does not cross as data
+    assert remote.describe_module(outer, remote._Budget()) is None
+
+
+def test_labkit_named_tuples_cross_as_themselves() -> None:
+    answer = lk.serving.api.TopK(torch.rand(2, 3), torch.tensor([[1, 0, 2], [2, 1, 0]]))
+    back = remote.decode(remote.encode(answer, None), None)
+    assert type(back) is lk.serving.api.TopK and torch.equal(back.classes, answer.classes)
+    with pytest.raises(remote.CodecError, match="does not have"):
+        remote.decode(
+            {"$dataclass": "labkit.serving.api:TopK", "fields": {"scores": 1, "classes": 2, "x": 3}}, None
+        )

@@ -169,6 +169,37 @@ def names_of(source: str) -> tuple[set[str], set[str]]:
     return found.loaded - set(dir(builtins)), found.stored
 
 
+def imports_of(source: str) -> dict[str, str]:
+    """Names that ``source`` binds only by a top-level absolute import, each with that import
+    alone as source (``{"b64": "import base64 as b64"}``); IPython magics are dropped.
+
+    A solution cell's imports are the instructor's, not the learner's: the checker runs them
+    itself rather than taking the module from the learner's kernel.
+    """
+    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return {}
+    found: dict[str, str] = {}
+    rest = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Import | ast.ImportFrom) and not getattr(stmt, "level", 0):
+            for alias in stmt.names:
+                if alias.name == "*":
+                    continue
+                one = (
+                    ast.Import([alias])
+                    if isinstance(stmt, ast.Import)
+                    else ast.ImportFrom(stmt.module, [alias], 0)
+                )
+                found[alias.asname or alias.name.split(".")[0]] = ast.unparse(one)
+        else:
+            rest.append(stmt)
+    assigned = names_of(ast.unparse(ast.Module(rest, [])))[1]
+    return {name: src for name, src in found.items() if name not in assigned}
+
+
 def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
     """The checker's plan for the lesson's notebook ``nb`` (an ``nbformat`` notebook).
 
@@ -208,8 +239,14 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
         meta = cell.metadata.get("nbgrader", {})
         loaded, stored = names_of(cell.source)
         if meta.get("solution"):
-            learner |= stored
+            imported = imports_of(cell.source)
+            learner |= stored - set(imported)
             shared -= stored
+            for name, src in imported.items():  # the checker imports these itself
+                learner.discard(name)
+                pending.append(len(trusted))
+                events.append(("trusted", len(trusted)))
+                trusted.append((src, set(), {name}))
         elif meta.get("grade") and str(meta.get("grade_id")) in in_kernel:
             learner |= stored
             shared -= stored

@@ -34,12 +34,17 @@ from __future__ import annotations
 
 import base64
 import builtins
+import dataclasses
+import functools
 import importlib
 import io
 import json
 import os
+import queue
 import random
+import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -157,6 +162,9 @@ def encode(
     if kind is str:
         budget.spend(len(obj))
         return obj
+    if kind is bytes or kind is bytearray:
+        budget.spend(len(obj))
+        return {"$bytes": base64.b64encode(obj).decode("ascii"), "mutable": kind is bytearray}
     if kind is list:
         budget.spend(8)
         return [encode(v, other, budget, depth + 1) for v in obj]
@@ -183,9 +191,28 @@ def encode(
         return {"$dtype": str(obj).removeprefix("torch.")}
     if kind is torch.device:
         return {"$device": str(obj)}
-    if other is None:
-        raise CodecError(f"a {kind.__name__} is not data")
+    if other is None:  # a labkit dataclass is data; with ``other``, other decides (by reference?)
+        tag = encode_dataclass(obj, None, budget, depth)
+        if tag is None:
+            raise CodecError(f"a {kind.__name__} is not data")
+        return tag
     return other(obj)
+
+
+def encode_dataclass(
+    obj: Any, other: Callable[[Any], Any] | None, budget: _Budget | None = None, depth: int = 0
+) -> dict[str, Any] | None:
+    """``obj`` as its fields when it is exactly a labkit dataclass that crosses, else ``None``."""
+    fields = _dataclass_fields(obj)
+    if fields is None:
+        return None
+    budget = budget or _Budget()
+    budget.spend(8)
+    kind = type(obj)
+    return {
+        "$dataclass": f"{kind.__module__}:{kind.__qualname__}",
+        "fields": {k: encode(v, other, budget, depth + 1) for k, v in fields.items()},
+    }
 
 
 def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int = 0) -> Any:
@@ -212,6 +239,8 @@ def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int 
         return {str(k): decode(v, other, depth + 1) for k, v in items.items()}
     if "$tensor" in data:
         return _untensor(data)
+    if "$bytes" in data:
+        return _from_bytes(data)
     if "$npy" in data:
         array = _from_npy(data["$npy"])
         return array[()] if data.get("scalar") is True and array.ndim == 0 else array
@@ -227,10 +256,90 @@ def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int 
         gen = torch.Generator(device="cpu")
         gen.set_state(_untensor(state if isinstance(state, dict) else {}).to(torch.uint8))
         return gen
+    if "$dataclass" in data:
+        cls = _labkit_dataclass(str(data["$dataclass"]))
+        given = data.get("fields")
+        if type(given) is not dict:
+            raise CodecError(f"a {cls.__qualname__} whose fields are not an object")
+        extra = sorted(set(given) - _field_names(cls))
+        if extra:
+            raise CodecError(f"a {cls.__qualname__} with fields the class does not have: {extra[:5]}")
+        values = {str(k): decode(v, other, depth + 1) for k, v in given.items()}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:  # the class's own constructor refused the fields
+            raise CodecError(f"a {cls.__qualname__} its constructor refuses: {str(err)[:200]}") from None
     _ = np
     if other is None:
         raise CodecError(f"unexpected tag {sorted(data)[:1]}")
     return other(data)
+
+
+# labkit dataclasses (a Scope, a Message, a Reply) cross as their fields and are rebuilt with the
+# receiver's own class through its constructor, which validates them.
+
+
+def _labkit_dataclass(name: str) -> type:
+    """The receiver's labkit dataclass named ``module:qualname``; refuses anything else."""
+    module, _, qualname = name.partition(":")
+    if not module.startswith("labkit.") or module.startswith("labkit.course") or not qualname:
+        raise CodecError(f"{name} is not a labkit dataclass that may cross between kernels")
+    if not all(part.isidentifier() and not part.startswith("_") for part in qualname.split(".")):
+        raise CodecError(f"{name} is not a public labkit class")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise CodecError(f"{name} is not a labkit class") from None
+    if (
+        not isinstance(obj, type)
+        or obj.__module__ != module
+        or not (dataclasses.is_dataclass(obj) or _named(obj))
+    ):
+        raise CodecError(f"{name} is not a labkit dataclass")
+    if dataclasses.is_dataclass(obj) and not all(f.init for f in dataclasses.fields(obj)):
+        raise CodecError(f"{name} has fields its constructor does not take: it does not cross as data")
+    return obj
+
+
+def _named(cls: type) -> bool:
+    """Whether ``cls`` is a named tuple class (``typing.NamedTuple``)."""
+    return issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+
+
+def _field_names(cls: type) -> set[str]:
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+    return {str(f) for f in getattr(cls, "_fields", ())}
+
+
+def _dataclass_fields(obj: Any) -> dict[str, Any] | None:
+    """The fields of ``obj`` when it is an instance of exactly a labkit dataclass that crosses."""
+    cls = type(obj)
+    if not (dataclasses.is_dataclass(cls) or _named(cls)) or not str(cls.__module__).startswith("labkit."):
+        return None
+    try:
+        if _labkit_dataclass(f"{cls.__module__}:{cls.__qualname__}") is not cls:
+            return None
+    except CodecError:
+        return None
+    out = {}
+    for name in sorted(_field_names(cls)):
+        value = getattr(obj, name)
+        out[name] = dict(value) if isinstance(value, types.MappingProxyType) else value
+    return out
+
+
+def _from_bytes(data: dict[str, Any]) -> bytes | bytearray:
+    text = data["$bytes"]
+    if not isinstance(text, str) or len(text) > MAX_BYTES * 4 // 3 + 8:
+        raise CodecError(f"a bytes payload that is not a string or is larger than {MAX_BYTES >> 20} MiB")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise CodecError("a bytes payload that is not base64") from None
+    return bytearray(raw) if data.get("mutable") is True else raw
 
 
 def _list(value: Any) -> list[Any]:
@@ -272,6 +381,16 @@ def describe_module(m: Any, budget: _Budget, depth: int = 0) -> dict[str, Any] |
         return None
     base = _module_init_keys()
     attrs: dict[str, Any] = {}
+    subs = {id(sub): path for path, sub in m.named_modules() if path}
+
+    def other(o: Any) -> Any:  # a module in an attribute (a wrapper's meta["base"])
+        if id(o) in subs:
+            return {"$submodule": subs[id(o)]}
+        desc = describe_module(o, budget, depth + 1) if isinstance(o, torch.nn.Module) else None
+        if desc is None:
+            raise CodecError(f"a {type(o).__name__} in a module's attributes")
+        return desc
+
     for key, value in vars(m).items():
         if key in base:
             if key not in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "training"):
@@ -279,7 +398,7 @@ def describe_module(m: Any, budget: _Budget, depth: int = 0) -> dict[str, Any] |
                     return None  # a hook
             continue
         try:
-            attrs[key] = encode(value, None, budget)
+            attrs[key] = encode(value, other, budget, depth + 1)
         except CodecError:
             return None
     children: dict[str, Any] = {}
@@ -328,10 +447,6 @@ def rebuild_module(desc: dict[str, Any], depth: int = 0) -> Any:
     cls: Any = _trusted_class(str(desc["$module"]))
     m = cls.__new__(cls)
     torch.nn.Module.__init__(m)
-    for key, value in dict(desc.get("attrs", {})).items():
-        if not isinstance(key, str) or key in _module_init_keys() or key.startswith("__"):
-            raise CodecError(f"a module attribute named {key!r}")
-        vars(m)[key] = decode(value, None)
     for key, p in dict(desc.get("params", {})).items():
         m._parameters[str(key)] = (
             None if p is None else torch.nn.Parameter(_untensor({**p, "grad": False}), bool(p.get("grad")))
@@ -341,6 +456,21 @@ def rebuild_module(desc: dict[str, Any], depth: int = 0) -> Any:
     m._non_persistent_buffers_set.update(str(k) for k in _list(desc.get("non_persistent", [])))
     for key, child in dict(desc.get("children", {})).items():
         m._modules[str(key)] = None if child is None else rebuild_module(child, depth + 1)
+
+    def other(tag: dict[str, Any]) -> Any:
+        if "$submodule" in tag:
+            try:
+                return m.get_submodule(str(tag["$submodule"]))
+            except AttributeError:
+                raise CodecError(f"a module attribute naming no submodule {tag['$submodule']!r}") from None
+        if "$module" in tag:
+            return rebuild_module(tag, depth + 1)
+        raise CodecError(f"unexpected tag {sorted(tag)[:1]} in a module's attributes")
+
+    for key, value in dict(desc.get("attrs", {})).items():
+        if not isinstance(key, str) or key in _module_init_keys() or key.startswith("__"):
+            raise CodecError(f"a module attribute named {key!r}")
+        vars(m)[key] = decode(value, other)
     m.train(bool(desc.get("training")))
     for key, child in dict(desc.get("children", {})).items():  # children keep their own mode
         if child is not None:
@@ -399,10 +529,14 @@ def _reraise(info: Any) -> BaseException:
             except (ImportError, AttributeError):
                 continue
             if isinstance(cls, type) and issubclass(cls, Exception):
-                try:
-                    return cls(message)
-                except Exception:
-                    continue
+                attrs = info.get("attrs")
+                attrs = {str(k): v for k, v in attrs.items() if _plain(v)} if isinstance(attrs, dict) else {}
+                tries = [((message,), attrs), ((), attrs), ((message,), {})] if attrs else [((message,), {})]
+                for args, kwargs in tries:  # a labkit exception may take its data as keywords
+                    try:
+                        return cls(*args, **kwargs)
+                    except Exception:
+                        continue
     return RemoteError(f"{info.get('type', 'an exception')}: {message}")
 
 
@@ -430,17 +564,88 @@ def _error_info(err: BaseException) -> dict[str, Any]:
         message = str(err)[:MESSAGE_CHARS]
     except Exception:
         message = ""
-    return {"type": named[0], "bases": named[1:], "message": message}
+    attrs: dict[str, Any] = {}  # public data attributes (a RateLimitExceeded's retry_after)
+    for key, value in list(getattr(err, "__dict__", {}).items())[:16]:
+        if isinstance(key, str) and not key.startswith("_") and _plain(value) and not isinstance(value, str):
+            attrs[key] = value
+    return {"type": named[0], "bases": named[1:], "message": message, "attrs": attrs}
+
+
+class _Call:
+    """A request the learner kernel is serving: learner code runs in a worker thread, so that it
+    can call back into the checker (a callable a test passed) while the request is open."""
+
+    def __init__(self) -> None:
+        self.number = _NEXT[0]
+        _NEXT[0] += 1
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()  # worker -> _serve
+        self.replies: queue.Queue[Any] = queue.Queue()  # _serve -> worker (the checker's answers)
+        self.origins: dict[int, str] = {}  # id of an object the checker sent -> its token
+        self.keep: list[Any] = []  # those objects, alive while the call is (so ids stay unique)
+        self.thread: threading.Thread | None = None
+
+
+_CALLS: dict[int, _Call] = {}
+_LOCAL = threading.local()
 
 
 def _serve(request: str) -> str:
-    """Answer one request of the checker (runs in the learner's kernel). Returns JSON text."""
+    """Answer one request of the checker (runs in the learner's kernel). Returns JSON text.
+
+    A request starts a worker thread that runs it; ``{"op": "resume"}`` hands the checker's
+    answer to a worker waiting on a callback. The reply is the result, or the worker's next
+    callback (``{"callback": ..., "call": n}``) for the checker to run and resume.
+    """
+    call: _Call | None = None
     try:
-        return json.dumps({"ok": _answer(json.loads(request))}, allow_nan=True)
-    except CodecError as err:
-        return json.dumps({"raise": {"type": "TypeError", "bases": [], "message": f"cannot grade: {err}"}})
+        req = json.loads(request)
+        if isinstance(req, dict) and req.get("op") == "resume":
+            call = _CALLS[int(req["call"])]
+            call.replies.put(req)
+        else:
+            call = _Call()
+            _CALLS[call.number] = call
+            call.thread = threading.Thread(
+                target=_work, args=(call, req), daemon=True, name="labkit-grading-call"
+            )
+            call.thread.start()
+        kind, payload = call.events.get()
+    except KeyboardInterrupt as err:  # the kernel was interrupted: so is the learner code it ran
+        _interrupt(call)
+        return _failure(err)
     except BaseException as err:
-        return json.dumps({"raise": _error_info(err)})
+        return _failure(err)
+    if kind == "callback":
+        return json.dumps({"callback": payload, "call": call.number}, allow_nan=True)
+    _CALLS.pop(call.number, None)
+    return str(payload)
+
+
+def _interrupt(call: Any) -> None:
+    """Raise ``KeyboardInterrupt`` in the worker thread of ``call`` (CPython's async exception)."""
+    import ctypes
+
+    thread = getattr(call, "thread", None)
+    _CALLS.pop(getattr(call, "number", 0), None)
+    if thread is not None and thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+        )
+
+
+def _failure(err: BaseException) -> str:
+    if isinstance(err, CodecError):
+        return json.dumps({"raise": {"type": "TypeError", "bases": [], "message": f"cannot grade: {err}"}})
+    return json.dumps({"raise": _error_info(err)})
+
+
+def _work(call: _Call, req: Any) -> None:
+    _LOCAL.call = call
+    try:
+        text = json.dumps({"ok": _answer(req, call)}, allow_nan=True)
+    except BaseException as err:
+        text = _failure(err)
+    call.events.put(("done", text))
 
 
 def _user_ns() -> dict[str, Any]:
@@ -450,37 +655,48 @@ def _user_ns() -> dict[str, Any]:
     return shell.user_ns if shell is not None else {}
 
 
-def _answer(req: dict[str, Any]) -> Any:
+def _learner_tag(tag: dict[str, Any], call: _Call) -> Any:
+    """In the learner kernel: the object for a tag the checker sent (not data)."""
+    obj: Any
+    if "$ref" in tag:
+        obj = _user_ns()[str(tag["$ref"])]
+    elif "$handle" in tag:
+        obj = _HANDLES[int(tag["$handle"])]
+    elif "$module" in tag:
+        obj = rebuild_module(tag)
+    elif "$checker" in tag:
+        obj = _CheckerObject(int(tag["$checker"]), str(tag.get("name", "object"))[:100])
+    elif "$import" in tag:
+        module, _, qual = str(tag["$import"]).partition(":")
+        if not module.startswith(("labkit", "torch", "numpy", "math")):
+            raise CodecError(f"cannot import {module}")
+        obj = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    else:
+        raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
+    if isinstance(tag.get("tok"), str):  # it goes back to the checker as the checker's own object
+        call.origins[id(obj)] = tag["tok"]
+        call.keep.append(obj)
+    return obj
+
+
+def _answer(req: dict[str, Any], call: _Call) -> Any:
     op = req["op"]
     if op == "get":
         ns = _user_ns()
         if req["name"] not in ns:
             raise NameError(f"name {req['name']!r} is not defined")
-        return _result(ns[req["name"]], {})
+        return _result(ns[req["name"]], call)
     target = _HANDLES[int(req["handle"])]
     if op == "getattr":
-        return _result(getattr(target, str(req["name"])), {})
+        return _result(getattr(target, str(req["name"])), call)
     if op == "release":
         _HANDLES.pop(int(req["handle"]), None)
         return None
-    args_in: dict[str, Any] = {}
 
     def other(tag: dict[str, Any]) -> Any:
-        if "$ref" in tag:
-            return _user_ns()[str(tag["$ref"])]
-        if "$handle" in tag:
-            return _HANDLES[int(tag["$handle"])]
-        if "$module" in tag:
-            return rebuild_module(tag)
-        if "$import" in tag:
-            module, _, qual = str(tag["$import"]).partition(":")
-            if not module.startswith(("labkit", "torch", "numpy", "math")):
-                raise CodecError(f"cannot import {module}")
-            obj: Any = importlib.import_module(module)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-            return obj
-        raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
+        return _learner_tag(tag, call)
 
     _set_rng_state(decode(req.get("rng"), None))
     if op in ("forward", "vjp"):
@@ -490,16 +706,18 @@ def _answer(req: dict[str, Any]) -> Any:
         x = decode(req["x"], other).detach().requires_grad_(op == "vjp")
         if op == "forward":
             with torch.no_grad():
-                return {"value": _result(target(x), {}), "rng": encode(_rng_state(), None)}
+                return {"value": _result(target(x), call), "rng": encode(_rng_state(), None)}
         out = target(x)
         (grad,) = torch.autograd.grad(out, x, decode(req["grad"], other))
-        return {"value": _result(grad, {}), "rng": encode(_rng_state(), None)}
+        return {"value": _result(grad, call), "rng": encode(_rng_state(), None)}
     args = [decode(a, other) for a in req["args"]]
     kwargs = {str(k): decode(v, other) for k, v in req["kwargs"].items()}
+    args_in: dict[str, Any] = {}
     for i, a in enumerate(args):
         args_in[f"a{i}"] = a
     for k, v in kwargs.items():
         args_in[f"k{k}"] = v
+    call.origins.update({id(v): key for key, v in args_in.items()})
     before = {key: _snapshot(v) for key, v in args_in.items()}
     value = target(*args, **kwargs)
     changed: dict[str, Any] = {}
@@ -513,11 +731,7 @@ def _answer(req: dict[str, Any]) -> Any:
             changed[key] = encode({"training": after["training"], "state": state}, None)
         elif before[key] is not None and after is not None and not _same(before[key], after):
             changed[key] = encode(after, None)
-    return {
-        "value": _result(value, {id(v): k for k, v in args_in.items()}),
-        "changed": changed,
-        "rng": encode(_rng_state(), None),
-    }
+    return {"value": _result(value, call), "changed": changed, "rng": encode(_rng_state(), None)}
 
 
 def _snapshot(v: Any) -> Any:
@@ -552,14 +766,25 @@ def _same(a: Any, b: Any) -> bool:
     )
 
 
-def _result(value: Any, args: dict[int, str]) -> Any:
+def _result(value: Any, call: _Call | None) -> Any:
+    """In the learner kernel: ``value`` encoded for the checker. Objects the checker sent go back
+    as its own (by token), the checker's objects as themselves, anything else as data or a handle."""
     import torch
 
     budget = _Budget()
+    origins = call.origins if call is not None else {}
 
     def other(obj: Any) -> Any:
-        if id(obj) in args:
-            return {"$arg": args[id(obj)]}
+        if id(obj) in origins:
+            return {"$arg": origins[id(obj)]}
+        if type(obj) is _CheckerObject:
+            return {"$exported": object.__getattribute__(obj, "_handle")}
+        try:
+            tag = encode_dataclass(obj, other, budget)
+        except CodecError:
+            tag = None  # too large, or a field that cannot cross: a handle instead
+        if tag is not None:
+            return tag
         if isinstance(obj, torch.nn.Module):
             desc = describe_module(obj, budget)
             return {"$remote": _keep(obj), "kind": "module", "training": bool(obj.training), "desc": desc}
@@ -570,9 +795,64 @@ def _result(value: Any, args: dict[int, str]) -> Any:
             "name": str(getattr(obj, "__name__", type(obj).__name__))[:100],
         }
 
-    if id(value) in args:
-        return {"$arg": args[id(value)]}
+    if id(value) in origins:
+        return {"$arg": origins[id(value)]}
     return encode(value, other, budget)
+
+
+class _CheckerObject:
+    """In the learner kernel: an object of the checker's that a test handed to learner code (an
+    attack, a fake clock, a prediction API). Calling it, reading its public attributes, ``len``
+    and indexing run in the checker, with the arguments crossing as data."""
+
+    __slots__ = ("_handle", "_name")
+
+    def __init__(self, handle: int, name: str) -> None:
+        object.__setattr__(self, "_handle", handle)
+        object.__setattr__(self, "_name", name)
+
+    def __repr__(self) -> str:
+        return f"<grader's {object.__getattribute__(self, '_name')}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _ask_checker(self, "call", args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _ask_checker(self, "getattr", (name,), {})
+
+    def __len__(self) -> int:
+        return int(_ask_checker(self, "len", (), {}))
+
+    def __getitem__(self, key: Any) -> Any:
+        return _ask_checker(self, "getitem", (key,), {})
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def _ask_checker(obj: _CheckerObject, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """In the learner kernel's worker thread: run ``op`` on the checker's object and wait."""
+    call: _Call | None = getattr(_LOCAL, "call", None)
+    if call is None or call.number not in _CALLS:
+        raise RuntimeError("an object of the grader's can only be used while the grader calls learner code")
+    request = {
+        "op": op,
+        "handle": object.__getattribute__(obj, "_handle"),
+        "args": [_result(a, call) for a in args],
+        "kwargs": {str(k): _result(v, call) for k, v in kwargs.items()},
+        "rng": encode(_rng_state(), None),
+    }
+    call.events.put(("callback", request))
+    reply = call.replies.get()
+    if not isinstance(reply, dict):
+        raise RuntimeError("the grader sent a malformed answer")
+    _set_rng_state(decode(reply.get("rng"), None))
+    if "raise" in reply:
+        raise _reraise(reply["raise"])
+    return decode(reply.get("value"), lambda tag: _learner_tag(tag, call))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +876,8 @@ class Peer:
         self.shell.setsockopt(zmq.MAXMSGSIZE, MAX_BYTES * 2)
         self.shell.setsockopt(zmq.LINGER, 0)
         self.shell.connect(self._address("shell_port"))
+        self.exports: dict[int, Any] = {}  # the checker's objects learner code may call back
+        self._exported: dict[int, int] = {}
 
     def _address(self, port: str) -> str:
         return f"{self.info.get('transport', 'tcp')}://{self.info['ip']}:{self.info[port]}"
@@ -612,8 +894,21 @@ class Peer:
         finally:
             sock.close()
 
-    def request(self, req: dict[str, Any]) -> Any:
-        """Send ``req`` to the learner's kernel and return its decoded ``ok`` value, or raise."""
+    def request(self, req: dict[str, Any], originals: dict[str, Any] | None = None) -> Any:
+        """Send ``req`` to the learner's kernel and return its decoded ``ok`` value, or raise.
+
+        While learner code runs it may call back into the checker (an object a test passed it):
+        each callback is run here and its answer sent back until the request is answered.
+        ``originals`` maps the tokens of the objects ``req`` carried to the checker's own.
+        """
+        answer = self._exchange(req)
+        while "callback" in answer:
+            answer = self._exchange(self._callback(answer, {} if originals is None else originals))
+        if "raise" in answer:
+            raise _reraise(answer["raise"])
+        return answer.get("ok")
+
+    def _exchange(self, req: dict[str, Any]) -> dict[str, Any]:
         import ast
 
         import zmq
@@ -660,34 +955,105 @@ class Peer:
             raise RemoteError(f"the learner's kernel sent a malformed reply ({type(err).__name__})") from None
         if not isinstance(answer, dict):
             raise RemoteError("the learner's kernel sent a malformed reply")
-        if "raise" in answer:
-            raise _reraise(answer["raise"])
-        return answer.get("ok")
+        return answer
+
+    def _callback(self, answer: dict[str, Any], originals: dict[str, Any]) -> dict[str, Any]:
+        """Run the learner's callback ``answer["callback"]`` on an object this checker exported;
+        the resume request with its value or its exception."""
+        reply: dict[str, Any] = {"op": "resume", "call": answer.get("call")}
+        cb = answer.get("callback")
+        try:
+            if not isinstance(cb, dict) or type(answer.get("call")) is not int:
+                raise RemoteError("the learner's kernel sent a malformed callback")
+            target = self.exports.get(cb.get("handle"))  # type: ignore[arg-type]
+            if target is None:
+                raise RemoteError("learner code named an object the grader never passed it")
+            _set_rng_state(decode(cb.get("rng"), None))
+            args = [self.decode_result(a, originals) for a in _list(cb.get("args", []))]
+            given = cb.get("kwargs", {})
+            if type(given) is not dict:
+                raise CodecError("keyword arguments that are not an object")
+            kwargs = {str(k): self.decode_result(v, originals) for k, v in given.items()}
+            op = cb.get("op")
+            if op == "call":
+                reply["value"] = self.encode_arg(target(*args, **kwargs), _trusted_names(), originals)
+            elif op == "getattr" and len(args) == 1 and type(args[0]) is str and not args[0].startswith("_"):
+                reply["value"] = self.encode_attr(target, args[0])
+            elif op == "len":
+                reply["value"] = encode(len(target), None)
+            elif op == "getitem" and len(args) == 1:
+                reply["value"] = self.encode_arg(target[args[0]], _trusted_names(), originals)
+            else:
+                raise AttributeError(f"learner code cannot {op!r} the grader's {type(target).__name__}")
+        except Exception as err:
+            reply.pop("value", None)
+            reply["raise"] = _error_info(err)
+        reply["rng"] = encode(_rng_state(), None)
+        return reply
 
     # -- encoding the checker's arguments, decoding the learner's results
 
-    def encode_arg(self, obj: Any, names: dict[int, str]) -> Any:
+    def export(self, obj: Any) -> dict[str, Any]:
+        """A tag for ``obj``, which stays in the checker: learner code that uses it calls back."""
+        handle = self._exported.get(id(obj))
+        if handle is None or self.exports.get(handle) is not obj:
+            handle = len(self.exports) + 1
+            self.exports[handle] = obj
+            self._exported[id(obj)] = handle
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        return {"$checker": handle, "name": str(name)[:100]}
+
+    def encode_arg(self, obj: Any, names: dict[int, str], originals: dict[str, Any] | None = None) -> Any:
+        """``obj`` for learner code: data by value; the checker's other objects as tags, each with a
+        token in ``originals`` so that learner code handing them back gives the checker's own."""
         import torch
+
+        tokens = {} if originals is None else originals
 
         def other(o: Any) -> Any:
             if isinstance(o, _Remote):
-                return {"$handle": object.__getattribute__(o, "_handle")}
-            if id(o) in names:
-                return {"$ref": names[id(o)]}
-            if isinstance(o, torch.nn.Module):
-                desc = describe_module(o, _Budget())
-                if desc is not None:
-                    return desc
-            module = getattr(o, "__module__", None) or ""
-            qual = getattr(o, "__qualname__", "")
-            if callable(o) and module.startswith(("labkit", "torch", "numpy", "math")) and "<" not in qual:
-                return {"$import": f"{module}:{qual}"}
-            raise TypeError(
-                f"the grader cannot pass a {type(o).__name__} to learner code: pass data, a model "
-                "made of torch.nn/labkit layers, or an object the notebook defines in a shared cell"
-            )
+                tag = {"$handle": object.__getattribute__(o, "_handle")}
+            elif id(o) in names:
+                tag = {"$ref": names[id(o)]}
+            elif isinstance(o, torch.nn.Module) and (desc := describe_module(o, _Budget())) is not None:
+                tag = desc
+            elif (fields := encode_dataclass(o, other)) is not None:
+                return fields
+            elif isinstance(o, types.FunctionType | types.BuiltinFunctionType | type) and _importable(o):
+                tag = {"$import": f"{o.__module__}:{o.__qualname__}"}
+            elif _exportable(o):
+                tag = self.export(o)
+            else:
+                raise TypeError(
+                    f"the grader cannot pass a {type(o).__name__} to learner code: pass data, a model "
+                    "made of torch.nn/labkit layers, a function, or a labkit object"
+                )
+            token = f"n{len(tokens)}"
+            tokens[token] = o
+            return {**tag, "tok": token}
 
         return encode(obj, other)
+
+    def encode_attr(self, target: Any, name: str) -> Any:
+        """The public attribute ``name`` of an exported checker object, for learner code: data, a
+        labkit dataclass, a module by its structure, or a method or labkit object of its own (which
+        stays here); never a function, module or other object the test did not hand over."""
+        import torch
+
+        value = getattr(target, name)
+
+        def other(o: Any) -> Any:
+            if isinstance(o, types.MethodType) and o.__self__ is target:
+                return self.export(o)
+            if isinstance(o, torch.nn.Module) and (desc := describe_module(o, _Budget())) is not None:
+                return desc
+            if (fields := encode_dataclass(o, other)) is not None:
+                return fields
+            if _exportable(o) and not isinstance(o, types.FunctionType | functools.partial):
+                return self.export(o)
+            raise TypeError(f"learner code cannot read the grader's {name} (a {type(o).__name__})")
+
+        return encode(value, other)
 
     def decode_result(self, data: Any, originals: dict[str, Any]) -> Any:
         def other(tag: dict[str, Any]) -> Any:
@@ -696,6 +1062,11 @@ class Peer:
                 if key not in originals:
                     raise RemoteError("the learner's kernel named an argument that was not passed")
                 return originals[key]
+            if "$exported" in tag:
+                handle = tag["$exported"]
+                if type(handle) is not int or handle not in self.exports:
+                    raise RemoteError("the learner's kernel named an object the grader never passed it")
+                return self.exports[handle]
             if "$remote" in tag:
                 handle = int(tag["$remote"])
                 kind = tag.get("kind")
@@ -719,16 +1090,16 @@ class Peer:
         req = {
             "op": "call",
             "handle": handle,
-            "args": [self.encode_arg(a, names) for a in args],
-            "kwargs": {k: self.encode_arg(v, names) for k, v in kwargs.items()},
+            "args": [self.encode_arg(a, names, originals) for a in args],
+            "kwargs": {k: self.encode_arg(v, names, originals) for k, v in kwargs.items()},
             "rng": encode(_rng_state(), None),
         }
-        answer = self.request(req)
+        answer = self.request(req, originals)
         if not isinstance(answer, dict):
             raise RemoteError("the learner's kernel sent a malformed reply")
         _set_rng_state(decode(answer.get("rng"), None))
         for key, value in dict(answer.get("changed") or {}).items():
-            if key in originals:
+            if key in originals and key[:1] in ("a", "k"):
                 _write_back(originals[key], decode(value, None))
         return self.decode_result(answer.get("value"), originals)
 
@@ -761,6 +1132,35 @@ def _write_back(target: Any, new: Any) -> None:
                 for key, value in state.items():
                     if key in own and isinstance(value, torch.Tensor) and own[key].shape == value.shape:
                         own[key].copy_(value.to(own[key].dtype))
+
+
+def _importable(obj: Any) -> bool:
+    """A labkit/torch/numpy/math function or class the learner kernel imports by its name."""
+    module, qual = str(getattr(obj, "__module__", "") or ""), str(getattr(obj, "__qualname__", ""))
+    if not module.startswith(("labkit", "torch", "numpy", "math")) or not qual or "<" in qual:
+        return False
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return False
+    return found is obj
+
+
+def _exportable(obj: Any) -> bool:
+    """Whether the checker may hand ``obj`` to learner code as an object that stays here: a
+    Python function or partial (a test's attack, callback or fake), a labkit object, or an object
+    of a class the test defines. Never a Python module, a class, a builtin or another library's
+    object: learner code reaches only what a test handed it and what that returns."""
+    if isinstance(obj, types.FunctionType | functools.partial):
+        return True
+    if isinstance(obj, types.MethodType):
+        return _exportable(obj.__self__)
+    if isinstance(obj, types.ModuleType | type | types.BuiltinFunctionType):
+        return False
+    module = str(type(obj).__module__ or "")
+    return module == "__main__" or (module.startswith("labkit.") and not module.startswith("labkit.course"))
 
 
 def _trusted_names() -> dict[int, str]:
