@@ -15,6 +15,7 @@ from labkit import atlas
 from labkit.contract import LabModel
 from labkit.data.base import LabData
 from labkit.redteam import probes as _probes
+from labkit.redteam._context import NotApplicable, Observation
 from labkit.redteam.findings import (
     RECOMMENDATIONS,
     SEVERITIES,
@@ -161,7 +162,7 @@ class Campaign:
         self.attempts: list[Attempt] = []
         self._findings: list[Finding] = []
         self._surrogate_model: LabModel | None = None
-        self._observations: dict[int, _probes.Observation] = {}
+        self._observations: dict[int, Observation] = {}
 
     # ------------------------------------------------------------------ budget and inputs
     @property
@@ -169,7 +170,7 @@ class Campaign:
         """Queries the scope's budget still allows."""
         return self.scope.query_budget - self.queries_used
 
-    def _reserve(self, n: int) -> None:
+    def reserve(self, n: int) -> None:
         """Refuse (ScopeError) a step that would need more queries than the budget has left."""
         if n > self.queries_left:
             raise ScopeError(
@@ -177,33 +178,37 @@ class Campaign:
                 f"{self.scope.query_budget} remain"
             )
 
-    def _spent(self, n: int) -> None:
+    def spend(self, n: int) -> None:
+        """Count ``n`` queries made outside :meth:`ask` (an attack that calls the API itself)."""
         self.queries_used += int(n)
 
-    def _ask(self, x: torch.Tensor) -> Any:
+    def ask(self, x: torch.Tensor) -> Any:
         """One call to the target's API, paid for from the scope's budget."""
-        self._reserve(len(x))
+        self.reserve(len(x))
         assert isinstance(self.target, PredictionAPI)
         before = self.target.queries_used
         try:
             return self.target(x)
         finally:
-            self._spent(self.target.queries_used - before)
+            self.spend(self.target.queries_used - before)
 
-    def _need(self, name: str) -> Any:
+    def need(self, name: str) -> Any:
+        """The input ``name`` given to the campaign; ``NotApplicable`` when it was not given."""
         value = getattr(self, name)
         if value is None:
-            raise _probes.NotApplicable(f"this probe needs {name}=, which the campaign was not given")
+            raise NotApplicable(f"this probe needs {name}=, which the campaign was not given")
         return value
 
-    def _generator(self, offset: int = 0) -> torch.Generator:
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh generator seeded with ``seed + offset``: a probe's randomness repeats run to run."""
         return torch.Generator().manual_seed(self.seed + offset)
 
-    def _surrogate(self) -> LabModel:
+    def surrogate(self) -> LabModel:
+        """The attacker's own model, trained once on ``surrogate_data`` and kept."""
         if self._surrogate_model is None:
             from labkit.attacks import train_surrogate
 
-            data = self._need("surrogate_data")
+            data = self.need("surrogate_data")
             self._surrogate_model = train_surrogate(data, family="mlp", epochs=10, seed=self.seed + 1)
         return self._surrogate_model
 
@@ -230,7 +235,7 @@ class Campaign:
             raise ValueError(f"the severity rule returned {level!r}; expected one of {', '.join(SEVERITIES)}")
         return str(level)
 
-    def _finding(self, obs: _probes.Observation, probe: str, attempt: int) -> Finding:
+    def _finding(self, obs: Observation, probe: str, attempt: int) -> Finding:
         mitigations = RECOMMENDATIONS.get(obs.technique, ((), ""))[0]
         return Finding(
             title=obs.title,
@@ -313,7 +318,7 @@ class Campaign:
         before, start = self.queries_used, time.perf_counter()
         try:
             observations = _probes.run(probe, self, settings)
-        except _probes.NotApplicable as err:
+        except NotApplicable as err:
             self._log(probe, info.technique, "not applicable", settings=settings, note=str(err))
             if strict:
                 raise ValueError(str(err)) from err
@@ -442,15 +447,15 @@ class Campaign:
         try:
             if not self.scope.allows_technique(technique):
                 raise ScopeError(f"manual attempts of {atlas.describe(technique)} are not in scope")
-            self._reserve(int(queries))
+            self.reserve(int(queries))
         except ScopeError as err:
             self._log("manual", technique, "refused", settings=settings, note=str(err))
             raise
-        self._spent(int(queries))
+        self.spend(int(queries))
         rate = successes / trials
         if cost is None:
             cost = queries / successes if successes else math.inf
-        obs = _probes.Observation(
+        obs = Observation(
             technique=technique,
             title=title.strip(),
             success_rate=rate,

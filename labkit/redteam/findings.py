@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from labkit import atlas
-from labkit.redteam._markdown import finding_markdown
+from labkit.redteam._markdown import cost, fmt, md
 
 __all__ = [
     "RECOMMENDATIONS",
@@ -27,6 +27,8 @@ __all__ = [
     "Finding",
     "SeverityRule",
     "default_severity",
+    "finding_markdown",
+    "mitigations",
 ]
 
 #: Severity levels, most severe first.
@@ -253,3 +255,32 @@ class Finding:
 
     def _repr_markdown_(self) -> str:
         return finding_markdown(self)
+
+
+def mitigations(f: Finding) -> list[str]:
+    """The recommended mitigations of ``f``, each as ``"AML.M0003 Model Hardening"``."""
+    return [atlas.describe(m) for m in f.mitigations]
+
+
+def finding_markdown(f: Finding, number: int | None = None) -> str:
+    """One finding as a Markdown section (text evidence; images are in the HTML report)."""
+    head = f"### {'' if number is None else f'{number}. '}[{f.severity.upper()}] {md(f.title)}"
+    lines = [
+        head,
+        "",
+        f"*{f.technique} {md(f.technique_name)}* · success rate **{f.success_rate:.0%}** over {f.trials} "
+        f"trials (evidence floor {f.threshold:.0%}) · cost: {cost(f.cost)} · found by {md(f.probe)}",
+        "",
+        "| evidence | |",
+        "|---|---|",
+        *(f"| {md(k)} | {md(fmt(v))} |" for k, v in f.evidence.items()),
+    ]
+    if f.prompts:
+        lines += ["", "Prompts that worked:", ""] + [f"> {md(p)}" for p in f.prompts]
+    if f.adversarial is not None:
+        lines += ["", f"*{len(f.adversarial)} example images in the HTML report.*"]
+    if f.reproduction:
+        lines += ["", "To reproduce:", ""] + [f"{i}. {md(step)}" for i, step in enumerate(f.reproduction, 1)]
+    mit = "; ".join(md(m) for m in mitigations(f)) or "none catalogued"
+    lines += ["", f"Recommended mitigations: {mit}" + (f" ({md(f.advice)})" if f.advice else "")]
+    return "\n".join(lines)

@@ -12,39 +12,15 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from labkit.redteam._context import NotApplicable, Observation, ProbeContext
 from labkit.serving import PredictionAPI, QueryBudgetExceeded, RateLimitExceeded, TopK
 
-if TYPE_CHECKING:  # pragma: no cover
-    from labkit.redteam.campaign import Campaign
-
 __all__ = ["DEFAULTS", "NotApplicable", "Observation", "run"]
-
-
-class NotApplicable(Exception):
-    """The probe cannot run against this target or without some input; the message says why."""
-
-
-@dataclass
-class Observation:
-    """What a probe measured for one technique (becomes a finding when it clears ``threshold``)."""
-
-    technique: str
-    title: str
-    success_rate: float
-    trials: int
-    cost: float
-    threshold: float
-    evidence: dict[str, Any]
-    reproduction: tuple[str, ...]
-    clean: torch.Tensor | None = None
-    adversarial: torch.Tensor | None = None
-    prompts: tuple[str, ...] = field(default_factory=tuple)
 
 
 #: Settings of each probe and their defaults (``None``: taken from the scope).
@@ -68,14 +44,14 @@ _EXAMPLES_SHOWN = 6
 class _Scores(nn.Module):
     """The API seen as a score function, every query paid for through the campaign."""
 
-    def __init__(self, campaign: Campaign, to_scores: Callable[[Any], torch.Tensor]) -> None:
+    def __init__(self, campaign: ProbeContext, to_scores: Callable[[Any], torch.Tensor]) -> None:
         super().__init__()
         self.campaign = campaign
         self.to_scores = to_scores
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_scores(self.campaign._ask(x))
+        return self.to_scores(self.campaign.ask(x))
 
 
 def _labels(answer: torch.Tensor | TopK) -> torch.Tensor:
@@ -84,25 +60,25 @@ def _labels(answer: torch.Tensor | TopK) -> torch.Tensor:
     return answer.argmax(dim=1) if answer.dim() == 2 else answer
 
 
-def _api(campaign: Campaign) -> PredictionAPI:
+def _api(campaign: ProbeContext) -> PredictionAPI:
     if not isinstance(campaign.target, PredictionAPI):
         raise NotApplicable("this probe tests a model behind a PredictionAPI, and the target is an assistant")
     return campaign.target
 
 
-def _correct_inputs(campaign: Campaign, examples: int | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _correct_inputs(campaign: ProbeContext, examples: int | None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Inputs the target gets right (one query each to find out), and the clean accuracy."""
-    data = campaign._need("data")
+    data = campaign.need("data")
     n = min(examples or campaign.scope.examples, len(data))
     x, y = data.batch(n)
-    ok = _labels(campaign._ask(x)) == y
+    ok = _labels(campaign.ask(x)) == y
     if not bool(ok.any()):
         raise NotApplicable("the target misclassifies every clean input tried: nothing to evade")
     return x[ok], y[ok], float(ok.float().mean())
 
 
 def _evasion(
-    campaign: Campaign,
+    campaign: ProbeContext,
     *,
     technique: str,
     what: str,
@@ -116,7 +92,7 @@ def _evasion(
     threshold: float = 0.1,
 ) -> Observation:
     """Query the target on the attacked inputs and turn the flips into an observation."""
-    fooled = _labels(campaign._ask(x_adv)) != y
+    fooled = _labels(campaign.ask(x_adv)) != y
     rate = float(fooled.float().mean())
     shown = fooled.nonzero().flatten()[:_EXAMPLES_SHOWN]
     ev = {"clean accuracy": clean_accuracy, "inputs attacked": len(x), "fooled": int(fooled.sum())}
@@ -135,7 +111,7 @@ def _evasion(
     )
 
 
-def _eps(campaign: Campaign, settings: dict[str, Any]) -> float:
+def _eps(campaign: ProbeContext, settings: dict[str, Any]) -> float:
     return float(settings["eps"] if settings["eps"] is not None else campaign.scope.max_eps)
 
 
@@ -144,18 +120,18 @@ def _eps(campaign: Campaign, settings: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def api_recon(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def api_recon(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     _api(campaign)
-    data = campaign._need("data")
+    data = campaign.need("data")
     total, batch = int(settings["queries"]), int(settings["batch"])
-    campaign._reserve(total)
+    campaign.reserve(total)
     idx = torch.arange(total) % len(data)
     answered, refused, first, reasons = 0, 0, None, set()
     start = time.perf_counter()
     for i in range(0, total, batch):
         chunk = data.x[idx[i : i + batch]]
         try:
-            answer = campaign._ask(chunk)
+            answer = campaign.ask(chunk)
         except (RateLimitExceeded, QueryBudgetExceeded) as err:
             refused += len(chunk)
             reasons.add(type(err).__name__)
@@ -221,14 +197,14 @@ def api_recon(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]
     return observations
 
 
-def white_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def white_box(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.attacks import pgd
 
     _api(campaign)
-    model = campaign._need("model")
+    model = campaign.need("model")
     eps, steps = _eps(campaign, settings), int(settings["steps"])
     x, y, acc = _correct_inputs(campaign, settings["examples"])
-    x_adv = pgd(model, x, y, eps=eps, steps=steps, generator=campaign._generator())
+    x_adv = pgd(model, x, y, eps=eps, steps=steps, generator=campaign.generator())
     return [
         _evasion(
             campaign,
@@ -248,7 +224,7 @@ def white_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]
     ]
 
 
-def score_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def score_black_box(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.attacks import square
 
     api = _api(campaign)
@@ -258,8 +234,8 @@ def score_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observ
     x, y, acc = _correct_inputs(campaign, settings["examples"])
     per_example = min(int(settings["max_queries"]), campaign.queries_left // max(len(x) + 1, 1))
     if per_example < 10:
-        campaign._reserve(10 * (len(x) + 1))  # raises ScopeError with the numbers
-    campaign._reserve(per_example * len(x) + len(x))
+        campaign.reserve(10 * (len(x) + 1))  # raises ScopeError with the numbers
+    campaign.reserve(per_example * len(x) + len(x))
     k = api.num_classes
 
     def to_scores(answer: Any) -> torch.Tensor:
@@ -277,7 +253,7 @@ def score_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observ
             y,
             eps=eps,
             max_queries=per_example,
-            generator=campaign._generator(),
+            generator=campaign.generator(),
         )
     obs = _evasion(
         campaign,
@@ -301,7 +277,7 @@ def score_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observ
     return [obs]
 
 
-def decision_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def decision_black_box(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.attacks import hopskipjump
 
     api = _api(campaign)
@@ -309,8 +285,8 @@ def decision_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Obs
     x, y, acc = _correct_inputs(campaign, settings["examples"])
     per_example = min(int(settings["max_queries"]), campaign.queries_left // max(len(x) + 1, 1))
     if per_example < 20:
-        campaign._reserve(20 * (len(x) + 1))
-    campaign._reserve(per_example * len(x) + len(x))
+        campaign.reserve(20 * (len(x) + 1))
+    campaign.reserve(per_example * len(x) + len(x))
     k = api.num_classes
 
     def to_scores(answer: Any) -> torch.Tensor:
@@ -325,7 +301,7 @@ def decision_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Obs
             eps=eps,
             norm="linf",
             max_queries=per_example,
-            generator=campaign._generator(),
+            generator=campaign.generator(),
         )
     return [
         _evasion(
@@ -347,12 +323,12 @@ def decision_black_box(campaign: Campaign, settings: dict[str, Any]) -> list[Obs
     ]
 
 
-def transfer(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def transfer(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.attacks import mi_fgsm
 
     _api(campaign)
     eps, steps = _eps(campaign, settings), int(settings["steps"])
-    surrogate = campaign._surrogate()
+    surrogate = campaign.surrogate()
     x, y, acc = _correct_inputs(campaign, settings["examples"])
     x_adv = mi_fgsm(surrogate, x, y, eps=eps, steps=steps)
     return [
@@ -375,7 +351,7 @@ def transfer(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
     ]
 
 
-def patch(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def patch(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.attacks import patch_attack
 
     _api(campaign)
@@ -383,12 +359,12 @@ def patch(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
     if not 0 < area <= 0.5:
         raise ValueError(f"area must be a fraction of the image in (0, 0.5], got {area}")
     on_weights = campaign.scope.weights and campaign.model is not None
-    source = campaign.model if on_weights else campaign._surrogate()
+    source = campaign.model if on_weights else campaign.surrogate()
     assert source is not None
     x, y, acc = _correct_inputs(campaign, settings["examples"])
     side = max(2, round(min(x.shape[-2:]) * math.sqrt(area)))
-    result = patch_attack(source, x, y, patch_size=side, steps=steps, generator=campaign._generator())
-    x_adv = result.apply(x, generator=campaign._generator(1))
+    result = patch_attack(source, x, y, patch_size=side, steps=steps, generator=campaign.generator())
+    x_adv = result.apply(x, generator=campaign.generator(1))
     where = "the weights" if on_weights else "a surrogate"
     return [
         _evasion(
@@ -411,20 +387,20 @@ def patch(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
     ]
 
 
-def corruptions(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def corruptions(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.stress import CORRUPTIONS, corrupt
 
     _api(campaign)
     severity = int(settings["severity"])
-    data = campaign._need("data")
+    data = campaign.need("data")
     n = min(settings["examples"] or campaign.scope.examples, len(data))
-    campaign._reserve(n * (len(CORRUPTIONS) + 1))
+    campaign.reserve(n * (len(CORRUPTIONS) + 1))
     x, y, acc = _correct_inputs(campaign, n)
     rates: dict[str, float] = {}
     worst, worst_rate, worst_x = "", -1.0, x
     for name in CORRUPTIONS:
-        xc = corrupt(x, name, severity, generator=campaign._generator())
-        rate = float((_labels(campaign._ask(xc)) != y).float().mean())
+        xc = corrupt(x, name, severity, generator=campaign.generator())
+        rate = float((_labels(campaign.ask(xc)) != y).float().mean())
         rates[name] = round(rate, 3)
         if rate > worst_rate:
             worst, worst_rate, worst_x = name, rate, xc
@@ -450,14 +426,14 @@ def corruptions(campaign: Campaign, settings: dict[str, Any]) -> list[Observatio
     ]
 
 
-def extraction(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def extraction(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.privacy import extract
 
     api = _api(campaign)
-    pool = campaign._need("surrogate_data")
-    data = campaign._need("data")
+    pool = campaign.need("surrogate_data")
+    data = campaign.need("data")
     budget = min(int(settings["budget"]), len(pool))
-    campaign._reserve(budget)
+    campaign.reserve(budget)
     before = api.queries_used
     result = extract(
         api,
@@ -467,10 +443,10 @@ def extraction(campaign: Campaign, settings: dict[str, Any]) -> list[Observation
         epochs=int(settings["epochs"]),
         checkpoints=[budget],
         query_batch=min(256, api.burst) if api.rate_limit is not None else 256,
-        generator=campaign._generator(),
+        generator=campaign.generator(),
         progress=False,
     )
-    campaign._spent(api.queries_used - before)
+    campaign.spend(api.queries_used - before)
     last = result.curve[-1]
     fidelity = float(last["fidelity"])
     return [
@@ -496,19 +472,19 @@ def extraction(campaign: Campaign, settings: dict[str, Any]) -> list[Observation
     ]
 
 
-def membership(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def membership(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.privacy import loss_attack
 
     api = _api(campaign)
-    members, nonmembers = campaign._need("members"), campaign._need("nonmembers")
+    members, nonmembers = campaign.need("members"), campaign.need("nonmembers")
     records = settings["records"]
     if records is not None:
         members = members.subset(range(min(int(records), len(members))))
         nonmembers = nonmembers.subset(range(min(int(records), len(nonmembers))))
-    campaign._reserve(len(members) + len(nonmembers))
+    campaign.reserve(len(members) + len(nonmembers))
     before = api.queries_used
     result = loss_attack(api, members, nonmembers)
-    campaign._spent(api.queries_used - before)
+    campaign.spend(api.queries_used - before)
     advantage = max(0.0, 2 * result.balanced_accuracy - 1)
     # The best threshold flatters the attack: on a model that leaks nothing, TPR - FPR at the best
     # threshold is a two-sample Kolmogorov-Smirnov statistic. Its 95% critical value is the floor.
@@ -539,16 +515,16 @@ def membership(campaign: Campaign, settings: dict[str, Any]) -> list[Observation
 # --------------------------------------------------------------------------------------------
 
 
-def _assistant(campaign: Campaign, technique: str, names: list[str], per_technique: int) -> Observation:
+def _assistant(campaign: ProbeContext, technique: str, names: list[str], per_technique: int) -> Observation:
     from labkit import genai
 
     if isinstance(campaign.target, PredictionAPI):
         raise NotApplicable("this probe tests an assistant, and the target is a prediction API")
-    scenario = campaign._need("scenario")
+    scenario = campaign.need("scenario")
     cases = genai.attack_corpus(scenario, n_per_technique=per_technique, techniques=names, seed=campaign.seed)
-    campaign._reserve(len(cases))
+    campaign.reserve(len(cases))
     result = genai.evaluate(campaign.target, scenario=scenario, attacks=cases, progress=False)
-    campaign._spent(len(cases))
+    campaign.spend(len(cases))
     config = result.configs[0]
     rate = result.asr(config)
     worked = {r.case_id for r in result.records if r.success}
@@ -573,21 +549,21 @@ def _assistant(campaign: Campaign, technique: str, names: list[str], per_techniq
     )
 
 
-def prompt_injection(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def prompt_injection(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.genai import TECHNIQUES
 
     names = [name for name, t in TECHNIQUES.items() if t.atlas_id == "AML.T0051"]
     return [_assistant(campaign, "AML.T0051", names, int(settings["per_technique"]))]
 
 
-def jailbreak(campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def jailbreak(campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     from labkit.genai import TECHNIQUES
 
     names = [name for name, t in TECHNIQUES.items() if t.atlas_id == "AML.T0054"]
     return [_assistant(campaign, "AML.T0054", names, int(settings["cases"]))]
 
 
-_PROBE_FUNCTIONS: dict[str, Callable[[Campaign, dict[str, Any]], list[Observation]]] = {
+_PROBE_FUNCTIONS: dict[str, Callable[[ProbeContext, dict[str, Any]], list[Observation]]] = {
     "api_recon": api_recon,
     "white_box": white_box,
     "score_black_box": score_black_box,
@@ -602,6 +578,6 @@ _PROBE_FUNCTIONS: dict[str, Callable[[Campaign, dict[str, Any]], list[Observatio
 }
 
 
-def run(name: str, campaign: Campaign, settings: dict[str, Any]) -> list[Observation]:
+def run(name: str, campaign: ProbeContext, settings: dict[str, Any]) -> list[Observation]:
     """Run the probe ``name`` with its full settings (defaults already filled in)."""
     return _PROBE_FUNCTIONS[name](campaign, settings)

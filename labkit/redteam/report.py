@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labkit.redteam._markdown import cost, finding_markdown, fmt, md, mitigations
-from labkit.redteam.findings import SEVERITIES, Attempt, Finding
+from labkit.redteam._markdown import cost, fmt, md
+from labkit.redteam.findings import SEVERITIES, Attempt, Finding, finding_markdown, mitigations
 
 if TYPE_CHECKING:  # pragma: no cover
     from labkit.redteam.scope import Scope
