@@ -1,10 +1,19 @@
 """Learner copies: in sync with the sources, and autograded as they should be.
 
-For every ready lesson, in a scratch copy of the course with its own gradebook:
-* the reference solution gets full marks on every autograded cell,
-* the untouched learner copy gets zero,
-* a plausible wrong answer (tests/wrong_answers/<slug>.yml) gets less than full marks on every
-  cell it changes.
+For every ready lesson:
+* the reference solution gets full marks on every autograded cell, graded as certification
+  grades it (``labkit grade``: sandbox, trusted checker kernel, keyed answers), in a scratch
+  course with its own gradebook;
+* in one walk of the reference notebook (tests/answer_harness.py), every solution cell is tried
+  as the learner copy leaves it (untouched) and as the plausible wrong answers of
+  tests/wrong_answers/<slug>.yml write it: every test cell fails when a solution cell it follows
+  is left untouched, each wrong answer loses at least one, and together they lose every cell the
+  spec names;
+* no autograded test cell stands outside the span of a solution cell (points nobody must earn).
+
+Trying each answer in place of its own cell, with the reference everywhere else, is stricter than
+grading one whole notebook with every cell wrong at once: a test cell that passes without its
+exercise done shows up even when an earlier blank cell would have failed it by accident.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from answer_harness import TEST_COHORT_SECRET, Answer, graded_spans, notebook_path, run_answers
 
 import labkit as lk
 
@@ -53,19 +63,6 @@ def test_build_keeps_a_backup_of_learner_work(tmp_path: Path) -> None:
     assert "my notes" not in written.read_text()
 
 
-def _wrong_copy(slug: str, dest: Path) -> tuple[Path, set[str]]:
-    """The reference notebook with the solution cells replaced by plausible wrong answers."""
-    spec = yaml.safe_load((WRONG / f"{slug}.yml").read_text(encoding="utf-8"))
-    lesson = COURSE.lesson(slug)
-    nb = nbformat.read(ROOT / "solutions" / slug / str(lesson.notebook), as_version=4)
-    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
-    for grade_id, source in spec["solutions"].items():
-        assert grade_id in by_id, f"{slug}: wrong answer for unknown cell {grade_id}"
-        by_id[grade_id].source = source
-    nbformat.write(nb, dest)
-    return dest, set(spec["expect_lost"])
-
-
 def _graded_for_certification(slug: str, notebook: Path, tmp_path: Path) -> lk.course.SubmissionResult:
     """``notebook`` graded as ``labkit grade`` grades it: bubblewrap, the trusted checker kernel,
     the keyed answer checks. Where the sandbox cannot run, the plain nbgrader result instead
@@ -94,33 +91,98 @@ def _graded_for_certification(slug: str, notebook: Path, tmp_path: Path) -> lk.c
 def test_autograding_reference_blank_and_wrong(
     slug: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reference solution is graded as certification grades it (``labkit grade``: sandbox,
-    trusted checker, keyed answers); the untouched and wrong copies with nbgrader directly."""
-    monkeypatch.setenv("LABKIT_COHORT_SECRET", "c0" * 32)
+    monkeypatch.setenv("LABKIT_COHORT_SECRET", TEST_COHORT_SECRET)
     lesson = COURSE.lesson(slug)
-    wrong, lost = _wrong_copy(slug, tmp_path / "wrong.ipynb")
-    results = lk.course.autograde(
-        COURSE,
-        slug,
-        {
-            "untouched": ROOT / "lessons" / slug / str(lesson.notebook),
-            "wrong": wrong,
-        },
-    )
-    results["reference"] = _graded_for_certification(
-        slug, ROOT / "solutions" / slug / str(lesson.notebook), tmp_path / "certify"
-    )
-    for who, result in results.items():
-        cells = ", ".join(f"{c.grade_id}={c.score:g}/{c.max_score:g}" for c in result.cells if c.autograded)
-        print(f"\n{slug} {who}: {result.auto_score:g}/{result.auto_max:g} autograded points ({cells})")
-    ref, blank, bad = results["reference"], results["untouched"], results["wrong"]
+    ref = _graded_for_certification(slug, ROOT / "solutions" / slug / str(lesson.notebook), tmp_path)
+    cells = ", ".join(f"{c.grade_id}={c.score:g}/{c.max_score:g}" for c in ref.cells if c.autograded)
+    print(f"\n{slug} reference: {ref.auto_score:g}/{ref.auto_max:g} autograded points ({cells})")
     assert ref.auto_max > 0, "a lesson needs autograded points"
-    for cell in ref.cells:
-        if cell.autograded:
-            assert cell.score == cell.max_score, f"reference loses points on {cell.grade_id}"
-    assert blank.auto_score == 0, f"an untouched copy scores {blank.auto_score}"
-    assert bad.auto_score < bad.auto_max
-    for grade_id in lost:
-        assert bad.score_of(grade_id) < next(c.max_score for c in bad.cells if c.grade_id == grade_id), (
-            f"the wrong answer should lose points on {grade_id}"
+    lost = [
+        f"{c.grade_id} ({c.score:g}/{c.max_score:g})"
+        for c in ref.cells
+        if c.autograded and c.score < c.max_score
+    ]
+    assert not lost, f"{slug}: the reference solution loses points on {', '.join(lost)}"
+
+
+def _solution_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """(grade id, source) of each code solution cell, in order."""
+    return [
+        (str(c.metadata["nbgrader"]["grade_id"]), c.source)
+        for c in nb.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+    ]
+
+
+def _answer(slug: str, cell: str, name: str, source: str) -> Answer:
+    """An answer to ``cell``. A solution cell that no test cell follows before the next solution
+    cell (a helper the next exercise uses, as lesson 07's ``leaks_canary``) is judged by the tests
+    of the next one: the answer is tried there, followed by the reference of the cells between."""
+    spans = graded_spans(slug)
+    assert cell in spans, f"{slug}: {cell!r} is not a solution cell (expected one of {sorted(spans)})"
+    if spans[cell]:
+        return Answer(cell, name, source)
+    reference = _solution_cells(nbformat.read(notebook_path(slug), as_version=4))
+    ids = [grade_id for grade_id, _ in reference]
+    parts = [source]
+    for grade_id, ref_source in reference[ids.index(cell) + 1 :]:
+        if spans[grade_id]:
+            return Answer(grade_id, f"{name} ({cell})", "\n\n".join([*parts, ref_source]))
+        parts.append(ref_source)
+    raise AssertionError(f"{slug}: no test cell follows the solution cell {cell!r}")
+
+
+def _untouched_and_wrong(slug: str) -> tuple[list[Answer], set[str]]:
+    """The learner copy's solution cells as released, the wrong answers of <slug>.yml, and the
+    test cells that spec says the wrong answers lose."""
+    lesson = COURSE.lesson(slug)
+    released = nbformat.read(ROOT / "lessons" / slug / str(lesson.notebook), as_version=4)
+    answers = [_answer(slug, cell, "untouched", source) for cell, source in _solution_cells(released)]
+    spec = yaml.safe_load((WRONG / f"{slug}.yml").read_text(encoding="utf-8"))
+    answers += [_answer(slug, cell, "wrong", source) for cell, source in spec["solutions"].items()]
+    return answers, set(spec["expect_lost"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", READY)
+def test_untouched_and_wrong_answers_lose_points(slug: str) -> None:
+    ref = nbformat.read(ROOT / "solutions" / slug / str(COURSE.lesson(slug).notebook), as_version=4)
+    autograded = [
+        str(c.metadata["nbgrader"]["grade_id"])
+        for c in ref.cells
+        if c.cell_type == "code"
+        and c.metadata.get("nbgrader", {}).get("grade")
+        and not c.metadata["nbgrader"].get("solution")
+    ]
+    judged = {grade_id for span in graded_spans(slug).values() for grade_id in span}
+    free = [g for g in autograded if g not in judged]
+    assert not free, (
+        f"{slug}: test cells {free} follow no solution cell, so an untouched copy could earn them"
+    )
+    answers, expect_lost = _untouched_and_wrong(slug)
+    results = run_answers(slug, answers)
+    problems: list[str] = []
+    lost_by_wrong: set[str] = set()
+    lost_untouched: set[str] = set()
+    for result in results:
+        print(f"\n{result.describe()} ({result.seconds:.1f} s)")
+        if result.answer.name.startswith("untouched"):
+            lost_untouched.update(result.failed)
+        else:
+            lost_by_wrong.update(result.failed)
+            if not result.failed:
+                problems.append(
+                    f"the wrong answer to {result.answer.cell!r} keeps full marks:\n{result.describe()}"
+                )
+    # A test cell may judge an earlier cell too (lesson 11's masking_choice_tests follows the
+    # next exercise): it must fail when at least one of the cells it follows is left untouched.
+    earned = [g for g in autograded if g not in lost_untouched]
+    if earned:
+        problems.append(
+            f"test cells {earned} pass whichever solution cell before them is left as the learner copy has it"
+            " (each tried alone, the reference elsewhere): they can be earned without the exercise"
         )
+    missed = sorted(expect_lost - lost_by_wrong)
+    if missed:
+        problems.append(f"tests/wrong_answers/{slug}.yml says its wrong answers lose {missed}, but they pass")
+    assert not problems, "\n".join(problems)
