@@ -378,7 +378,7 @@ def _class(folder: Path, extra_paths: dict[str, Any]) -> dict[str, dict[str, Any
         write(nb, folder, student)
         cases[student] = {"lost": lost, "reason": reason, **more}
 
-    for name in ("good1", "good2", "good3"):
+    for name in ("good1", "good2"):
         add(name, learner_notebook(), set())
     add(
         "partial",
