@@ -18,26 +18,21 @@ does the projection and clipping for all of them.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from labkit import speed as _speed
 from labkit._checks import check_int, check_positive
-from labkit.attacks._common import Best, evaluate, input_grad, objective, succeeded
+from labkit.attacks._common import Best, evaluate, input_grad, succeeded
+from labkit.attacks.autopgd import apgd
+from labkit.attacks.carlini_wagner import cw
 from labkit.attacks.contract import Attack
 from labkit.attacks.threat import (
     Norm,
     apply_threat_model,
-    attack_mode,
     attack_mode_unscored,
     bounds_of,
     check_attack_inputs,
-    check_eps,
-    clip_to_bounds,
     per_example,
     random_in_ball,
     steepest_direction,
@@ -45,20 +40,6 @@ from labkit.attacks.threat import (
 from labkit.utils import eval_mode
 
 __all__ = ["Attack", "apgd", "attack_success", "cw", "fgsm", "pgd", "robust_accuracy"]
-
-
-_TINY = 1e-12
-_OFF = _speed.SpeedConfig()
-
-
-# --------------------------------------------------------------------------------------------
-# Shared pieces
-# --------------------------------------------------------------------------------------------
-
-
-# Kept for labkit.eval, which still imports these two by their old names.
-_per_example = per_example
-_random_delta = random_in_ball
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,290 +233,6 @@ def pgd(
             best = Best.merge(best, x_adv, *scored)
         assert best is not None  # restarts >= 1
         return best.adv
-
-
-# --------------------------------------------------------------------------------------------
-# APGD
-# --------------------------------------------------------------------------------------------
-
-
-def apgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    norm: Norm = "linf",
-    steps: int = 100,
-    restarts: int = 1,
-    rho: float = 0.75,
-    targeted: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Auto-PGD with cross-entropy loss (APGD-CE): PGD without a step size to tune.
-
-    Starting from a random point of the ball with step size :math:`\\eta = 2\\epsilon`, each
-    step takes a projected gradient step and mixes it with the previous move (momentum
-    :math:`\\alpha = 0.75`):
-
-    .. math::
-
-        z_{k+1} &= \\Pi\\big(x_k + \\eta_k\\, d_k\\big) \\\\
-        x_{k+1} &= \\Pi\\big(x_k + \\alpha (z_{k+1} - x_k) + (1 - \\alpha)(x_k - x_{k-1})\\big)
-
-    At checkpoints :math:`w_j = \\lceil p_j N \\rceil` with :math:`p_0 = 0`, :math:`p_1 = 0.22`,
-    :math:`p_{j+1} = p_j + \\max(p_j - p_{j-1} - 0.03, 0.06)`, an example halves its
-    :math:`\\eta` and restarts from its highest-loss point when the loss rose in fewer than a
-    fraction ``rho`` of the steps since the last checkpoint, or when neither :math:`\\eta` nor the
-    best loss changed at the last one. Per example it returns the best point visited (a success
-    beats a failure, then the highest loss), over all steps and restarts.
-
-    Reference: Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble
-    of diverse parameter-free attacks", ICML 2020, arXiv:2003.01690.
-
-    Parameters
-    ----------
-    model, x, y:
-        As in :func:`fgsm`.
-    eps:
-        Radius of the ball in pixel units.
-    norm:
-        ``"linf"`` or ``"l2"``.
-    steps:
-        Iterations :math:`N` per restart (one forward and backward pass each, plus one for the
-        starting point).
-    restarts:
-        Independent random starts.
-    rho:
-        Fraction of loss-increasing steps below which the step size is halved.
-    targeted:
-        Minimise the cross-entropy to the classes in ``y`` instead (APGD-CE, targeted).
-    generator:
-        Source of the random starts.
-
-    Returns
-    -------
-    torch.Tensor
-        ``x_adv`` with the shape, dtype and device of ``x``, inside the ball and the bounds.
-
-    Examples
-    --------
-    >>> import labkit as lk
-    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    >>> with torch.no_grad():
-    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
-    ...     _ = net[1].bias.zero_()
-    >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
-    >>> x = torch.rand(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
-    >>> y = model.predict(x)
-    >>> x_adv = apgd(model, x, y, eps=0.1, steps=20, generator=torch.Generator().manual_seed(0))
-    >>> bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
-    True
-    """
-    steps = check_int(steps, "steps", minimum=0)
-    restarts = check_int(restarts, "restarts", minimum=1)
-    if not (isinstance(rho, numbers.Real) and 0 < rho < 1):
-        raise ValueError(f"rho must be a number in (0, 1), got {rho!r}")
-    bounds = bounds_of(model)
-    with attack_mode(model, x, y, eps=eps, norm=norm, bounds=bounds) as clean_logits:
-        if eps == 0:
-            return x.clone()
-        best = Best(x, objective(clean_logits, y, targeted), succeeded(clean_logits, y, targeted))
-        # Checkpoint spacing as in the reference implementation: 22% of the budget, shrinking by
-        # 3% at each checkpoint down to 6%.
-        first = max(int(0.22 * steps), 1)
-        shrink = max(int(0.03 * steps), 1)
-        shortest = max(int(0.06 * steps), 1)
-
-        def step(point: torch.Tensor, move: torch.Tensor) -> torch.Tensor:
-            return apply_threat_model(x, point + move, norm=norm, eps=eps, bounds=bounds)
-
-        fast = _speed.current()  # opt-in speed features a caller turned on (off by default)
-        for _ in range(restarts):
-            x_adv = step(x, random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast))
-            grad, loss, success = input_grad(model, x_adv, y, targeted, fast=fast)
-            best.update(x_adv, loss, success)
-            eta = torch.full_like(loss, 2 * eps)
-            x_prev = x_adv
-            loss_prev = loss
-            top_x, top_grad, top_loss = x_adv, grad, loss  # highest-loss point, for step-size resets
-            top_loss_at_check = top_loss
-            halved_at_check = torch.ones_like(success)
-            rises = torch.zeros_like(loss)
-            period, since_check = first, 0
-            for k in range(steps):
-                momentum = 1.0 if k == 0 else 0.75
-                z = step(x_adv, per_example(eta, x_adv) * steepest_direction(grad, norm))
-                x_next = step(x_adv, momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev))
-                x_prev, x_adv = x_adv, x_next
-                grad, loss, success = input_grad(model, x_adv, y, targeted, fast=fast)
-                best.update(x_adv, loss, success)
-                rises = rises + (loss > loss_prev).to(loss.dtype)
-                loss_prev = loss
-                higher = loss > top_loss
-                top_x = torch.where(per_example(higher, x_adv), x_adv, top_x)
-                top_grad = torch.where(per_example(higher, grad), grad, top_grad)
-                top_loss = torch.where(higher, loss, top_loss)
-                since_check += 1
-                if since_check == period:
-                    oscillating = rises <= rho * period
-                    stalled = ~halved_at_check & (top_loss_at_check >= top_loss)
-                    halve = oscillating | stalled
-                    eta = torch.where(halve, eta / 2, eta)
-                    x_adv = torch.where(per_example(halve, x_adv), top_x, x_adv)
-                    grad = torch.where(per_example(halve, grad), top_grad, grad)
-                    halved_at_check, top_loss_at_check = halve, top_loss
-                    rises = torch.zeros_like(rises)
-                    period, since_check = max(period - shrink, shortest), 0
-        return best.adv
-
-
-# --------------------------------------------------------------------------------------------
-# Carlini-Wagner L2
-# --------------------------------------------------------------------------------------------
-
-
-def cw(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float | None = None,
-    confidence: float = 0.0,
-    steps: int = 100,
-    search_steps: int = 5,
-    initial_c: float = 1.0,
-    lr: float = 0.1,
-    targeted: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Carlini-Wagner L2: the smallest perturbation that changes the decision, found by Adam.
-
-    With the change of variables :math:`x' = \\tfrac{1}{2}(\\tanh w + 1)` (scaled to the
-    model's valid range, so every iterate is a valid input) it minimises, per example,
-
-    .. math::
-
-        \\lVert x' - x \\rVert_2^2 + c \\cdot \\max\\big(Z(x')_y - \\max_{i \\ne y} Z(x')_i,\\; -\\kappa\\big)
-
-    on the logits :math:`Z` (targeted: :math:`\\max_{i \\ne t} Z_i - Z_t`), with
-    :math:`\\kappa` = ``confidence``. A binary search over :math:`c` runs ``search_steps``
-    rounds of ``steps`` Adam steps: after a round that succeeded :math:`c` moves down towards the
-    largest failing value, else up (times 10 until a success bounds it). Per example the result
-    is the successful point with the smallest L2 distance found in any round, or ``x`` itself
-    where no round succeeded.
-
-    The attack is unbounded by default (``eps=None``): it reports *how far* the nearest
-    adversarial example is. With ``eps`` given, the result is projected onto the L2 ball of that
-    radius, like every other attack, and examples whose smallest perturbation was larger may no
-    longer be adversarial. Carlini and Wagner's early abort is left out, so no step waits on the
-    host.
-
-    Reference: Carlini and Wagner, "Towards Evaluating the Robustness of Neural Networks",
-    IEEE S&P 2017, arXiv:1608.04644.
-
-    Parameters
-    ----------
-    model, x, y:
-        As in :func:`fgsm`. The model must have a bounded input range.
-    eps:
-        Optional L2 budget; ``None`` (default) for the unbounded minimum-norm attack.
-    confidence:
-        :math:`\\kappa \\ge 0`, the logit margin the adversarial example must reach.
-    steps:
-        Adam steps per value of :math:`c` (one forward and backward pass each).
-    search_steps:
-        Rounds of the binary search over :math:`c`.
-    initial_c:
-        Starting trade-off :math:`c` for every example.
-    lr:
-        Adam learning rate on :math:`w`. Carlini and Wagner used 0.01 with up to 10,000 steps;
-        with the short budgets of a course (100 steps per round) 0.1 finds smaller perturbations
-        (digits-cnn: median L2 0.58 against 0.72, every example broken against 90%).
-    targeted:
-        Reach the classes in ``y`` instead of leaving them.
-    generator:
-        Unused (the attack is deterministic); accepted for a uniform signature.
-
-    Returns
-    -------
-    torch.Tensor
-        ``x_adv`` with the shape, dtype and device of ``x``, inside the valid range.
-
-    Examples
-    --------
-    >>> import labkit as lk
-    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    >>> with torch.no_grad():
-    ...     _ = net[1].weight.copy_(torch.tensor([[-1.0, -1, 1, 1], [1, 1, -1, -1]]))
-    ...     _ = net[1].bias.zero_()
-    >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2).eval()
-    >>> x = torch.tensor([[[[0.6, 0.6], [0.5, 0.5]]]])      # class 1, by a margin of 0.2
-    >>> x_adv = cw(model, x, torch.tensor([1]), steps=50)
-    >>> model.predict(x_adv), round(float((x_adv - x).norm()), 2)   # optimum: 0.1
-    (tensor([0]), 0.1)
-    """
-    del generator  # deterministic
-    steps = check_int(steps, "steps", minimum=0)
-    search_steps = check_int(search_steps, "search_steps", minimum=1)
-    kappa = check_eps(confidence, name="confidence")
-    c_start = check_positive(initial_c, "initial_c")
-    lr = check_positive(lr, "lr")
-    bounds = bounds_of(model)
-    if bounds is None:
-        raise ValueError("cw needs a model with a bounded input range (value_range), got None")
-    with attack_mode(model, x, y, eps=eps, norm="l2", bounds=bounds) as clean_logits:
-        if eps == 0 or steps == 0:
-            return x.clone()
-        low, high = bounds
-        half = (high - low) / 2
-        # Start at x itself (shrunk a hair inside the box so atanh stays finite).
-        w_start = torch.atanh(((x - low) / half - 1).clamp(-1 + 1e-6, 1 - 1e-6)).detach()
-        is_y = F.one_hot(y, clean_logits.shape[1]).bool()
-        already = succeeded(clean_logits, y, targeted)
-        best_l2 = torch.where(already, 0.0, math.inf).to(x.dtype)
-        best_adv = x.detach().clone()
-        c = torch.full_like(best_l2, c_start)
-        c_low = torch.zeros_like(c)
-        c_high = torch.full_like(c, math.inf)
-        beta1, beta2 = 0.9, 0.999
-        for _ in range(search_steps):
-            w = w_start.clone()
-            m = torch.zeros_like(w)
-            v = torch.zeros_like(w)
-            won = torch.zeros_like(already)
-            for t in range(1, steps + 2):
-                w.requires_grad_(True)
-                x_adv = low + half * (torch.tanh(w) + 1)
-                logits = model(x_adv)
-                real = logits.gather(1, y[:, None]).squeeze(1)
-                other = logits.masked_fill(is_y, -math.inf).amax(dim=1)
-                margin = other - real if targeted else real - other
-                dist2 = (x_adv - x).flatten(1).pow(2).sum(dim=1)
-                loss = dist2 + c * margin.clamp_min(-kappa)
-                g = torch.autograd.grad(loss.sum(), w)[0] if t <= steps else None
-                with torch.no_grad():
-                    hit = margin.detach() < -kappa if kappa > 0 else succeeded(logits, y, targeted)
-                    dist = dist2.detach().sqrt()
-                    closer = hit & (dist < best_l2)
-                    best_l2 = torch.where(closer, dist, best_l2)
-                    best_adv = torch.where(per_example(closer, x), x_adv.detach(), best_adv)
-                    won = won | hit
-                    if g is None:  # the last iterate is only scored, not stepped from
-                        break
-                    m = beta1 * m + (1 - beta1) * g
-                    v = beta2 * v + (1 - beta2) * g * g
-                    m_hat = m / (1 - beta1**t)
-                    v_hat = v / (1 - beta2**t)
-                    w = w.detach() - lr * m_hat / (v_hat.sqrt() + 1e-8)
-            # Binary search on c, per example, without leaving the device.
-            c_high = torch.where(won, torch.minimum(c_high, c), c_high)
-            c_low = torch.where(won, c_low, torch.maximum(c_low, c))
-            c = torch.where(torch.isfinite(c_high), (c_low + c_high) / 2, c * 10)
-        x_out = clip_to_bounds(best_adv, bounds)
-        if eps is not None:
-            x_out = apply_threat_model(x, x_out, norm="l2", eps=eps, bounds=bounds)
-        return x_out.detach()
 
 
 # --------------------------------------------------------------------------------------------
