@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from labkit.attacks.adaptive import logits_of
 from labkit.contract import LabModel
 
 __all__ = ["base_of", "softmax_output", "with_temperature", "wrap"]
@@ -168,9 +165,3 @@ def softmax_output(model: LabModel) -> LabModel:
     True
     """
     return wrap(model, post=_Softmax(), meta={"outputs": "probabilities"})
-
-
-def call_unchecked(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model`` as a function that skips a LabModel's per-call input checks (for hot loops)."""
-
-    return partial(logits_of, model)
