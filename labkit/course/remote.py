@@ -8,15 +8,23 @@ sandbox, on the worker's private loopback). The learner kernel answers in :func:
 
 What crosses, and what it becomes in the checker:
 
-* **data** (``None``, ``bool``, ``int``, ``float``, ``str``, lists, tuples, sets, dicts with
-  string keys, NumPy arrays and torch tensors as ``.npy`` bytes read with
+* **data** (``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, lists, tuples, sets,
+  dicts with string keys, NumPy arrays and torch tensors as ``.npy`` bytes read with
   ``allow_pickle=False``): checker-native objects, with sizes and depth capped. Never a proxy
   whose ``__eq__``/``__bool__``/``__float__`` would run learner code, never pickle;
+* **labkit dataclasses and named tuples** (a ``Scope``, a ``Message``, a ``LabData``): their
+  fields, rebuilt with the receiver's own class through its constructor, which validates them;
+  a class outside labkit (or in ``labkit.course``), an unknown field or a refused value is an
+  error, never an object;
 * **functions and classes**: call proxies. Arguments go over as data; objects the checker made
   in a trusted cell and that the learner's kernel has under the same name (a zoo model, a data
   set) go *by reference* to the learner kernel's object of that name; modules made only of
-  ``torch.nn``/``labkit`` classes go as their structure and tensors. The call runs in the
-  learner's kernel with the checker's random-number state, the result comes back as data, and
+  ``torch.nn``/``labkit`` classes go as their structure and tensors; any other object a test
+  made (its function or lambda, a ``functools.partial``, a fake clock, a labkit object) stays in
+  the checker and learner code gets a stand-in whose calls call back into the checker: the
+  learner's call runs in a worker thread of its kernel, which hands each call-back over as its
+  reply and waits for the checker's ``resume``. The call runs with the checker's random-number
+  state, the result comes back as data, objects the checker passed come back as themselves, and
   tensors, arrays and modules that the call changed in place are changed in the checker too;
 * **an exception**: re-raised in the checker as the nearest allowlisted builtin or ``labkit``
   exception class in its hierarchy, message capped (``expect_raises`` keeps working);
