@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 from jupyter_client.manager import KernelManager
 
@@ -152,6 +153,24 @@ def graded_spans(slug: str) -> dict[str, list[str]]:
         elif meta.get("grade") and current is not None:
             spans[current].append(str(meta["grade_id"]))
     return spans
+
+
+def cell_answers(spec: Path) -> list[Answer]:
+    """The answers of a ``tests/wrong_answers/<slug>.cells.yml`` spec: for each solution cell, its
+    ``wrong`` and ``valid`` answers, named ``wrong:<name>`` and ``valid:<name>``."""
+    data: dict[str, Any] = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    answers: list[Answer] = []
+    for cell, kinds in data.items():
+        unknown = set(kinds) - {"wrong", "valid"}
+        if unknown:
+            raise HarnessError(
+                f"{spec.name}: cell {cell!r} has {sorted(unknown)}; expected only 'wrong' and 'valid'"
+            )
+        for kind in ("wrong", "valid"):
+            answers.extend(
+                Answer(cell, f"{kind}:{name}", source) for name, source in (kinds.get(kind) or {}).items()
+            )
+    return answers
 
 
 def check_sources(slug: str, answers: Sequence[Answer]) -> None:

@@ -5,10 +5,11 @@ For every ready lesson:
   grades it (``labkit grade``: sandbox, trusted checker kernel, keyed answers), in a scratch
   course with its own gradebook;
 * in one walk of the reference notebook (tests/answer_harness.py), every solution cell is tried
-  as the learner copy leaves it (untouched) and as the plausible wrong answers of
-  tests/wrong_answers/<slug>.yml write it: every test cell fails when a solution cell it follows
-  is left untouched, each wrong answer loses at least one, and together they lose every cell the
-  spec names;
+  as the learner copy leaves it (untouched), as the plausible wrong answers of
+  tests/wrong_answers/<slug>.yml write it, and as the wrong and valid answers of
+  <slug>.cells.yml: every test cell fails when a solution cell it follows is left untouched, each
+  wrong answer loses at least one, together they lose every cell <slug>.yml names, and each
+  valid answer keeps full marks;
 * no autograded test cell stands outside the span of a solution cell (points nobody must earn).
 
 Trying each answer in place of its own cell, with the reference everywhere else, is stricter than
@@ -24,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from answer_harness import TEST_COHORT_SECRET, Answer, graded_spans, notebook_path, run_answers
+from answer_harness import TEST_COHORT_SECRET, Answer, cell_answers, graded_spans, notebook_path, run_answers
 
 import labkit as lk
 
@@ -133,13 +134,17 @@ def _answer(slug: str, cell: str, name: str, source: str) -> Answer:
 
 
 def _untouched_and_wrong(slug: str) -> tuple[list[Answer], set[str]]:
-    """The learner copy's solution cells as released, the wrong answers of <slug>.yml, and the
-    test cells that spec says the wrong answers lose."""
+    """The learner copy's solution cells as released, the wrong answers of <slug>.yml and the
+    wrong and valid answers of <slug>.cells.yml, and the test cells <slug>.yml says its wrong
+    answers lose."""
     lesson = COURSE.lesson(slug)
     released = nbformat.read(ROOT / "lessons" / slug / str(lesson.notebook), as_version=4)
     answers = [_answer(slug, cell, "untouched", source) for cell, source in _solution_cells(released)]
     spec = yaml.safe_load((WRONG / f"{slug}.yml").read_text(encoding="utf-8"))
     answers += [_answer(slug, cell, "wrong", source) for cell, source in spec["solutions"].items()]
+    per_cell = WRONG / f"{slug}.cells.yml"  # checked by tests/test_answer_cells.py
+    if per_cell.is_file():
+        answers += [_answer(slug, a.cell, a.name, a.source) for a in cell_answers(per_cell)]
     return answers, set(spec["expect_lost"])
 
 
@@ -168,8 +173,14 @@ def test_untouched_and_wrong_answers_lose_points(slug: str) -> None:
         print(f"\n{result.describe()} ({result.seconds:.1f} s)")
         if result.answer.name.startswith("untouched"):
             lost_untouched.update(result.failed)
+        elif result.answer.name.startswith("valid:"):
+            if result.failed:
+                problems.append(
+                    f"a valid answer fails {result.failed}; expected full marks\n{result.describe()}"
+                )
         else:
-            lost_by_wrong.update(result.failed)
+            if not result.answer.name.startswith("wrong:"):  # <slug>.yml's, not <slug>.cells.yml's
+                lost_by_wrong.update(result.failed)
             if not result.failed:
                 problems.append(
                     f"the wrong answer to {result.answer.cell!r} keeps full marks:\n{result.describe()}"
