@@ -89,7 +89,7 @@ def _graded_for_certification(slug: str, notebook: Path, tmp_path: Path) -> lk.c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", READY)
-def test_autograding_reference_blank_and_wrong(
+def test_reference_gets_full_marks_as_certification_grades_it(
     slug: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LABKIT_COHORT_SECRET", TEST_COHORT_SECRET)
