@@ -630,3 +630,101 @@ def test_labkit_named_tuples_cross_as_themselves() -> None:
         remote.decode(
             {"$dataclass": "labkit.serving.api:TopK", "fields": {"scores": 1, "classes": 2, "x": 3}}, None
         )
+
+
+# --------------------------------------------------------------------------------------------
+# A motivated candidate's learner kernel against the call-back surface
+
+
+def _in_learner(learner: dict[str, Any], code: str) -> None:
+    """Run ``code`` in the learner's kernel (what a submission's own cells may do there)."""
+    reply = learner["_kc"].execute_interactive(code, timeout=60, output_hook=lambda m: None)
+    assert reply["content"]["status"] == "ok", reply["content"]
+
+
+def test_an_object_of_an_earlier_test_cell_is_not_called_back(learner: dict[str, Any]) -> None:
+    ran: list[int] = []
+
+    def hidden_helper() -> int:  # a test's callable, which may close over what the test keeps
+        ran.append(1)
+        return 21
+
+    assert learner["keep_clock"](hidden_helper) is None
+    assert learner["tick"]() == 42 and len(ran) == 2, "within its test cell the object is called back"
+    assert remote.bind(["tick", "keep_clock"], ["model"]) == ""  # the grader moves to the next test cell
+    with pytest.raises(remote.RemoteError, match="earlier test"):
+        learner["tick"]()
+    _in_learner(
+        learner, "import labkit.course.remote as _r\ndef forged():\n    return _r._CheckerObject(1, 'x')()"
+    )
+    with pytest.raises(remote.RemoteError, match="earlier test"):
+        remote.peer().get("forged")()
+    assert len(ran) == 2, "the kept and the forged handle ran nothing in the checker"
+
+
+def test_learner_code_cannot_call_back_while_the_grader_reads_a_name(learner: dict[str, Any]) -> None:
+    ran: list[int] = []
+    handle = remote.peer().export(lambda: ran.append(1))["$checker"]
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    _in_learner(
+        learner,
+        "import json, torch, labkit.course.remote as _r\n"
+        "torch.manual_seed(123)\n"
+        "_chosen = _r.encode(_r._rng_state(), None)\n"
+        "_real = _r._serve\n"
+        "def _sneaky(request):\n"
+        "    req = json.loads(request)\n"
+        "    if req.get('op') == 'get' and req.get('name') == 'sneak':\n"
+        f"        cb = {{'op': 'call', 'handle': {handle}, 'args': [], 'kwargs': {{}}, 'rng': _chosen}}\n"
+        "        return json.dumps({'callback': cb, 'call': 10**9})\n"
+        "    if req.get('op') == 'resume' and req.get('call') == 10**9:\n"
+        "        return json.dumps({'ok': 'read'})\n"
+        "    return _real(request)\n"
+        "_r._serve = _sneaky\n",
+    )
+    try:
+        assert remote.peer().get("sneak") == "read"
+    finally:
+        _in_learner(learner, "_r._serve = _real")
+    assert ran == [], "reading a name ran a test's callable"
+    assert torch.equal(torch.get_rng_state(), state), "reading a name set the checker's random state"
+
+
+def test_tensors_are_not_widened_past_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    small = remote.encode(torch.zeros(1024, dtype=torch.uint8), None)
+    monkeypatch.setattr(remote, "MAX_BYTES", 4096)
+    with pytest.raises(remote.CodecError, match="uint8.*complex128"):
+        remote.decode({**small, "dtype": "complex128"}, None)  # 1 KiB of bytes declared 16 KiB of numbers
+    with pytest.raises(remote.CodecError, match="uint8.*int64"):
+        remote.decode({"$generator": {**small, "dtype": "int64"}, "device": "cpu"}, None)
+    wide = remote.encode(torch.zeros(16, dtype=torch.bfloat16), None)
+    assert remote.decode(wide, None).dtype == torch.bfloat16, (
+        "bfloat16 still crosses (as float32 on the wire)"
+    )
+
+
+def test_a_learner_stop_iteration_does_not_end_the_checkers_loop(learner: dict[str, Any]) -> None:
+    _in_learner(learner, "def stops(x):\n    raise StopIteration")
+    stops = remote.peer().get("stops")
+    with pytest.raises(remote.RemoteError, match="StopIteration"):
+        all(map(stops, [1, 2, 3]))  # would be True: map() would end quietly at the first case
+    _in_learner(learner, "class Halt(ValueError, StopIteration):\n    pass\ndef halts(x):\n    raise Halt()")
+    with pytest.raises(ValueError):
+        list(map(remote.peer().get("halts"), [1]))
+
+
+def test_calls_back_and_forth_are_nested_only_so_deep(learner: dict[str, Any]) -> None:
+    same = learner["same"]
+    _in_learner(learner, "def bounce(cb, n):\n    return cb(n)")
+    bounce = remote.peer().get("bounce")
+    levels: list[int] = []
+
+    def again(n: int) -> Any:
+        levels.append(n)
+        return bounce(again, n + 1)
+
+    with pytest.raises(remote.RemoteError, match="nested"):
+        bounce(again, 0)
+    assert 2 <= len(levels) <= remote.MAX_NESTING
+    assert same(3) == 3, "the kernels answer again"

@@ -61,13 +61,16 @@ __all__ = ["Peer", "RemoteError", "RemoteFunction", "RemoteModule", "RemoteObjec
 MAX_BYTES = 64 * 1024 * 1024  # one request or reply
 MAX_DEPTH = 24
 MAX_ITEMS = 200_000
+MAX_NESTING = 8  # learner calls open at once (the checker's callables calling learner code in turn)
 MESSAGE_CHARS = 500  # of an exception's message
 MIME = "text/plain"
 # Exceptions re-raised in the checker as themselves; other classes become their nearest listed base.
+# Never StopIteration: raised by a learner function that ``map()`` calls, it would end the test's
+# loop early as if every case had been checked (``all(map(check, cases))`` is then True).
 _BUILTIN_ERRORS = (
     "ArithmeticError AssertionError AttributeError EOFError FileNotFoundError FloatingPointError "
     "ImportError IndexError KeyError LookupError MemoryError ModuleNotFoundError NameError "
-    "NotImplementedError OSError OverflowError RecursionError RuntimeError StopIteration "
+    "NotImplementedError OSError OverflowError RecursionError RuntimeError "
     "TimeoutError TypeError UnboundLocalError UnicodeError ValueError ZeroDivisionError Warning "
     "UserWarning RuntimeWarning"
 ).split()
@@ -133,12 +136,17 @@ def _tensor(t: Any, budget: _Budget) -> dict[str, Any]:
 
 
 def _untensor(d: dict[str, Any]) -> Any:
+    import numpy as np
     import torch
 
     dtype = d.get("dtype")
     if dtype not in _DTYPES:
         raise CodecError(f"tensors of dtype {dtype!r} do not cross between kernels")
-    out = torch.from_numpy(_from_npy(d["$tensor"]).copy()).to(getattr(torch, str(dtype)))
+    array = _from_npy(d["$tensor"])
+    sent = "float32" if dtype == "bfloat16" else str(dtype)  # bfloat16 crosses as float32
+    if array.dtype != np.dtype(sent):  # a payload widened on arrival would pass the size cap
+        raise CodecError(f"a tensor payload of {array.dtype} declared as {dtype}: expected {sent} data")
+    out = torch.from_numpy(array.copy()).to(getattr(torch, str(dtype)))
     if d.get("grad") is True and out.is_floating_point():
         out.requires_grad_(True)
     return out
@@ -886,6 +894,27 @@ class Peer:
         self.shell.connect(self._address("shell_port"))
         self.exports: dict[int, Any] = {}  # the checker's objects learner code may call back
         self._exported: dict[int, int] = {}
+        self._next = 1  # handles are never reused: one kept from an earlier test names nothing now
+        self._first = 1  # the first handle of the current test cell
+        self._depth = 0  # requests open at once (a callback calling learner code opens another)
+
+    def forget(self) -> None:
+        """Start a new test cell: the objects earlier cells passed to learner code (which it may
+        have kept) are no longer called back."""
+        self.exports.clear()
+        self._exported.clear()
+        self._first = self._next
+
+    def exported(self, handle: Any) -> Any:
+        """The object this checker exported under ``handle`` in the current test cell, or raise."""
+        if type(handle) is int and handle in self.exports:
+            return self.exports[handle]
+        if type(handle) is int and 0 < handle < self._first:
+            raise RemoteError(
+                "learner code used an object the grader passed it in an earlier test: a test's "
+                "objects can be used only during that test"
+            )
+        raise RemoteError("learner code named an object the grader never passed it")
 
     def _address(self, port: str) -> str:
         return f"{self.info.get('transport', 'tcp')}://{self.info['ip']}:{self.info[port]}"
@@ -909,9 +938,20 @@ class Peer:
         each callback is run here and its answer sent back until the request is answered.
         ``originals`` maps the tokens of the objects ``req`` carried to the checker's own.
         """
-        answer = self._exchange(req)
-        while "callback" in answer:
-            answer = self._exchange(self._callback(answer, {} if originals is None else originals))
+        if self._depth >= MAX_NESTING:
+            raise RemoteError(
+                f"learner code and the grader's callables called each other more than {MAX_NESTING} "
+                "levels deep (nested calls): expected a call that returns"
+            )
+        may_call_back = req.get("op") not in ("get", "release")  # those run no learner function
+        self._depth += 1
+        try:
+            answer = self._exchange(req)
+            while "callback" in answer:
+                back = self._callback(answer, {} if originals is None else originals, may_call_back)
+                answer = self._exchange(back)
+        finally:
+            self._depth -= 1
         if "raise" in answer:
             raise _reraise(answer["raise"])
         return answer.get("ok")
@@ -965,17 +1005,23 @@ class Peer:
             raise RemoteError("the learner's kernel sent a malformed reply")
         return answer
 
-    def _callback(self, answer: dict[str, Any], originals: dict[str, Any]) -> dict[str, Any]:
+    def _callback(
+        self, answer: dict[str, Any], originals: dict[str, Any], allowed: bool = True
+    ) -> dict[str, Any]:
         """Run the learner's callback ``answer["callback"]`` on an object this checker exported;
-        the resume request with its value or its exception."""
+        the resume request with its value or its exception. Not ``allowed`` (the checker is only
+        reading a name), it runs nothing and leaves the checker's random state alone."""
         reply: dict[str, Any] = {"op": "resume", "call": answer.get("call")}
         cb = answer.get("callback")
         try:
             if not isinstance(cb, dict) or type(answer.get("call")) is not int:
                 raise RemoteError("the learner's kernel sent a malformed callback")
-            target = self.exports.get(cb.get("handle"))  # type: ignore[arg-type]
-            if target is None:
-                raise RemoteError("learner code named an object the grader never passed it")
+            if not allowed:
+                raise RemoteError(
+                    "learner code called the grader's objects while the grader was reading a name: "
+                    "they can be used only while the grader calls learner code"
+                )
+            target = self.exported(cb.get("handle"))
             _set_rng_state(decode(cb.get("rng"), None))
             args = [self.decode_result(a, originals) for a in _list(cb.get("args", []))]
             given = cb.get("kwargs", {})
@@ -1005,7 +1051,8 @@ class Peer:
         """A tag for ``obj``, which stays in the checker: learner code that uses it calls back."""
         handle = self._exported.get(id(obj))
         if handle is None or self.exports.get(handle) is not obj:
-            handle = len(self.exports) + 1
+            handle = self._next
+            self._next += 1
             self.exports[handle] = obj
             self._exported[id(obj)] = handle
         name = getattr(obj, "__name__", None) or type(obj).__name__
@@ -1071,10 +1118,7 @@ class Peer:
                     raise RemoteError("the learner's kernel named an argument that was not passed")
                 return originals[key]
             if "$exported" in tag:
-                handle = tag["$exported"]
-                if type(handle) is not int or handle not in self.exports:
-                    raise RemoteError("the learner's kernel named an object the grader never passed it")
-                return self.exports[handle]
+                return self.exported(tag["$exported"])
             if "$remote" in tag:
                 handle = int(tag["$remote"])
                 kind = tag.get("kind")
@@ -1338,6 +1382,8 @@ def bind(names: list[str], shared: list[str] = ()) -> str:  # type: ignore[assig
     """
     ns = _user_ns()
     notes = []
+    if _PEER:  # a new test cell: what earlier cells passed to learner code is no longer called back
+        _PEER[0].forget()
     _SHARED.clear()
     _SHARED.update(shared)
     for name in names:
