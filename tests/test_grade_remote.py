@@ -728,3 +728,25 @@ def test_calls_back_and_forth_are_nested_only_so_deep(learner: dict[str, Any]) -
         bounce(again, 0)
     assert 2 <= len(levels) <= remote.MAX_NESTING
     assert same(3) == 3, "the kernels answer again"
+
+
+def test_decoding_counts_items_as_encoding_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "MAX_ITEMS", 1000)
+    assert remote.decode([0] * 999, None) == [0] * 999
+    for flood in ([0] * 2000, {"$tuple": [[0]] * 600}, {"$dict": {str(i): i for i in range(2000)}}):
+        # a sender that skips the encoder's cap (a learner's own server): refused, not decoded
+        with pytest.raises(remote.CodecError, match="1000 items"):
+            remote.decode(flood, None)
+
+
+def test_learner_code_cannot_erase_what_a_tests_object_counted(learner: dict[str, Any]) -> None:
+    _in_learner(
+        learner, "def spend_then_hide(api, x):\n    for _ in range(4):\n        api(x)\n    api.reset()"
+    )
+    model = lk.LabModel(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), input_shape=(4,), num_classes=3
+    ).eval()
+    api = lk.serving.PredictionAPI(model, output="label", query_budget=10, log=False)
+    with pytest.raises(TypeError, match="cannot call the grader's PredictionAPI.reset"):
+        remote.peer().get("spend_then_hide")(api, torch.rand(2, 4))
+    assert api.queries_used == 8, "the 8 rows learner code sent stay counted"

@@ -62,6 +62,9 @@ MAX_BYTES = 64 * 1024 * 1024  # one request or reply
 MAX_DEPTH = 24
 MAX_ITEMS = 200_000
 MAX_NESTING = 8  # learner calls open at once (the checker's callables calling learner code in turn)
+# Methods of a test's objects that learner code may not call: they erase what the test counts of
+# what learner code did (a PredictionAPI's queries, a DriftMonitor's history, a breaker's failures).
+GRADER_ONLY_METHODS = frozenset({"reset"})
 MESSAGE_CHARS = 500  # of an exception's message
 MIME = "text/plain"
 # Exceptions re-raised in the checker as themselves; other classes become their nearest listed base.
@@ -231,28 +234,36 @@ def encode_dataclass(
     }
 
 
-def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int = 0) -> Any:
-    """The inverse of :func:`encode`; ``other(tagged)`` decodes tags it does not know."""
+def decode(
+    data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int = 0, budget: _Budget | None = None
+) -> Any:
+    """The inverse of :func:`encode`; ``other(tagged)`` decodes tags it does not know.
+
+    Counts the values against :data:`MAX_ITEMS` as :func:`encode` does: a sender that skips the
+    encoder's cap is refused at once, not after decoding tens of millions of items.
+    """
     import numpy as np
     import torch
 
     if depth > MAX_DEPTH:
         raise CodecError(f"a value nested deeper than {MAX_DEPTH} levels")
+    budget = budget or _Budget()
+    budget.spend(0)
     if _plain(data):
         return data
     if type(data) is list:
-        return [decode(v, other, depth + 1) for v in data]
+        return [decode(v, other, depth + 1, budget) for v in data]
     if type(data) is not dict or len(data) < 1:
         raise CodecError(f"not a valid encoded value: {type(data).__name__}")
     if "$tuple" in data:
-        return tuple(decode(v, other, depth + 1) for v in _list(data["$tuple"]))
+        return tuple(decode(v, other, depth + 1, budget) for v in _list(data["$tuple"]))
     if "$set" in data:
-        return set(decode(v, other, depth + 1) for v in _list(data["$set"]))
+        return set(decode(v, other, depth + 1, budget) for v in _list(data["$set"]))
     if "$dict" in data:
         items = data["$dict"]
         if type(items) is not dict:
             raise CodecError("a dict payload that is not an object")
-        return {str(k): decode(v, other, depth + 1) for k, v in items.items()}
+        return {str(k): decode(v, other, depth + 1, budget) for k, v in items.items()}
     if "$tensor" in data:
         return _untensor(data)
     if "$bytes" in data:
@@ -280,7 +291,7 @@ def decode(data: Any, other: Callable[[dict[str, Any]], Any] | None, depth: int 
         extra = sorted(set(given) - _field_names(cls))
         if extra:
             raise CodecError(f"a {cls.__qualname__} with fields the class does not have: {extra[:5]}")
-        values = {str(k): decode(v, other, depth + 1) for k, v in given.items()}
+        values = {str(k): decode(v, other, depth + 1, budget) for k, v in given.items()}
         try:
             return cls(**values)
         except (TypeError, ValueError) as err:  # the class's own constructor refused the fields
@@ -1099,6 +1110,11 @@ class Peer:
 
         def other(o: Any) -> Any:
             if isinstance(o, types.MethodType) and o.__self__ is target:
+                if name in GRADER_ONLY_METHODS:
+                    raise TypeError(
+                        f"learner code cannot call the grader's {type(target).__name__}.{name}(): it would "
+                        "erase what the test counts; use the object as the exercise says"
+                    )
                 return self.export(o)
             if isinstance(o, torch.nn.Module) and (desc := describe_module(o, _Budget())) is not None:
                 return desc
