@@ -146,3 +146,88 @@ def test_very_short_runs_train(n: int, epochs: int) -> None:
     model = lk.models.build("digits-cnn", data)
     history = lk.models.train(model, data, epochs=epochs, batch_size=128, progress=False)
     assert len(history.rows) == epochs and all(math.isfinite(r["loss"]) for r in history.rows)
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(4, 3))
+
+
+def test_fit_runs_a_custom_sampler_and_reports_the_step_sums() -> None:
+    """The batches come from ``batches`` (lazily, in its order); a step's reported sums become
+    per-example means in the row, a reported ``loss`` replaces the optimised one, and without
+    logits there is no ``train_acc``."""
+    from labkit.models.loop import fit
+
+    x, y = torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    seen: list[list[int]] = []
+
+    def step(net: nn.Module, xb: torch.Tensor, yb: torch.Tensor):  # type: ignore[no-untyped-def]
+        seen.append(yb.tolist())
+        logits = net(xb)
+        hits = (logits.argmax(1) == yb).sum()
+        return (
+            nn.functional.cross_entropy(logits, yb),
+            None,
+            {"hits": hits, "loss": torch.tensor(7.0) * len(yb)},
+        )
+
+    history = fit(
+        _tiny_net(),
+        x,
+        y,
+        epochs=2,
+        step=step,
+        batches=lambda n, _: [torch.tensor([0, 1]), torch.tensor([5, 4, 3])],
+        progress=False,
+    )
+    assert seen == [[0, 1], [2, 1, 0]] * 2
+    assert [list(row) for row in history.rows] == [["epoch", "loss", "hits", "seconds"]] * 2
+    assert history["loss"] == [7.0, 7.0]
+    assert all(0.0 <= hits <= 1.0 for hits in history["hits"])
+
+
+def test_fit_with_isolate_rng_is_reproducible_and_leaves_the_global_rng_alone() -> None:
+    """Dropout draws from a seed taken from ``generator``; the caller's global stream is kept."""
+    from labkit.models.loop import fit
+
+    x, y = torch.rand(32, 1, 2, 2), torch.randint(0, 3, (32,))
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(123)  # the global stream dropout would draw from without isolation
+        before = torch.get_rng_state()
+        net = _tiny_net()
+        torch.set_rng_state(before)
+        torch.manual_seed(int(torch.randint(0, 10**6, (1,))))  # a different global stream each run
+        state = torch.get_rng_state()
+        fit(
+            net,
+            x,
+            y,
+            epochs=2,
+            batch_size=8,
+            isolate_rng=True,
+            generator=torch.Generator().manual_seed(4),
+            progress=False,
+        )
+        assert torch.equal(torch.get_rng_state(), state), "fit moved the caller's global random stream"
+        weights.append(net[2].weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_one_training_loop() -> None:
+    """Only labkit/models/loop.py steps an optimiser over a model's weights; every trainer is a
+    step and callbacks of its fit (model inversion optimises an input, not a model)."""
+    import re
+
+    root = Path(lk.__file__).parent
+    pattern = re.compile(r"\b(\w*(opt|optimiser|optimizer)\w*|scaler)\.step\(")
+    allowed = {"models/loop.py", "privacy/inversion.py"}
+    found = [
+        f"{path.relative_to(root)}:{i}"
+        for path in sorted(root.rglob("*.py"))
+        if str(path.relative_to(root)) not in allowed
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, f"optimiser steps outside labkit/models/loop.py's fit: {found}"

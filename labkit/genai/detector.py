@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from labkit.genai.corpus import TECHNIQUES, Case, attack_corpus, benign_corpus, detector_texts
 from labkit.genai.scenario import Scenario
 from labkit.genai.types import check_text
+from labkit.models.loop import StepOutput, fit
 
 __all__ = [
     "DetectorEvaluation",
@@ -242,17 +242,30 @@ def train_detector(
     ids, offsets, weights = _featurise(texts, ngrams, n_buckets)
     y = torch.tensor(labels, dtype=torch.float32)
     pos_weight = (len(y) - y.sum()) / y.sum()
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     detector = InjectionDetector(model, n_buckets=n_buckets, ngrams=ngrams, threshold=threshold)
-    model.train()
+
+    def step(net: nn.Module, idx: torch.Tensor, yb: torch.Tensor) -> StepOutput:
+        """Full batch: the class-balanced loss over every text (``idx`` is all of them)."""
+        loss = F.binary_cross_entropy_with_logits(net(ids, offsets, weights), yb, pos_weight=pos_weight)
+        return loss, None, {"loss": loss.detach().double() * len(idx)}
+
     with _one_thread():
-        for _ in tqdm(range(epochs), desc="training detector", unit="epoch", disable=not progress):
-            loss = F.binary_cross_entropy_with_logits(model(ids, offsets, weights), y, pos_weight=pos_weight)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            detector.history.append(float(loss.detach()))
-    model.eval()
+        history = fit(
+            model,
+            torch.arange(len(y)),
+            y,
+            epochs=epochs,
+            step=step,
+            lr=lr,
+            batch_size=len(y),
+            weight_decay=weight_decay,
+            schedule=False,
+            batches=lambda n, _: [torch.arange(n)],  # one batch, in order: full-batch Adam
+            generator=gen,
+            progress=progress,
+            desc="training detector",
+        )
+    detector.history.extend(history["loss"])
     return detector
 
 

@@ -12,21 +12,21 @@ import copy
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from labkit import speed as _speed
 from labkit._checks import check_fraction, check_int, check_number
 from labkit.attacks.whitebox import Attack
-from labkit.contract import LabModel, TrainModeWarning
+from labkit.contract import LabModel
 from labkit.data.base import LabData
 from labkit.hardening.history import AdversarialHistory, CatastrophicOverfittingWarning
-from labkit.models.training import one_cycle
-from labkit.utils import check_images, eval_mode, fresh_seed
+from labkit.models.loop import StepOutput, fit
+from labkit.utils import check_images, eval_mode
 
 __all__ = ["Loss", "adversarial_training"]
 
@@ -209,173 +209,144 @@ def adversarial_training(
         raise ValueError("data is empty")
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    rank, world = _process_group()
-    if rank > 0:  # different random starts and dropout on every process; rank 0 keeps the stream
-        gen.manual_seed(fresh_seed(gen) + rank)
-    trainer: nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trainer = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     monitor_attack = monitor_attack if monitor_attack is not None else attack
-    watch = overfit_drop is not None or overfit_gap is not None
     source = val if val is not None else data
     n_mon = min(monitor_size, len(source))
     x_mon = source.x[:n_mon].to(device)
     y_mon = source.y[:n_mon].to(device)
-
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(data) / batch_size)
-    schedule = one_cycle(optimiser, lr=lr, total_steps=epochs * steps_per_epoch)
-    # Opt-in speed features of the active profile (labkit.speed; all off under ci and laptop).
-    fast = _speed.current()
-    # float16 gradients need loss scaling; bfloat16 and float32 do not (a disabled scaler is a no-op).
-    scaler = torch.amp.GradScaler(device.type, enabled=fast.autocast == "fp16" and fast.applies_to(device))
-    history = AdversarialHistory()
-    best_robust = -1.0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch: int | None = None
-    bar = tqdm(
-        range(1, epochs + 1), desc="adversarial training", unit="epoch", disable=not progress or rank > 0
-    )
-    checked = model.check_inputs if isinstance(model, LabModel) else None
-    fork_devices = [device] if device.type == "cuda" else []
-    started = time.perf_counter()
-    try:
-        if isinstance(model, LabModel):
-            model.check_inputs = False  # the whole data set was checked above
-        with torch.random.fork_rng(devices=fork_devices), warnings.catch_warnings():
-            warnings.simplefilter("ignore", TrainModeWarning)
-            torch.manual_seed(fresh_seed(gen))  # dropout: reproducible, global RNG restored
-            for epoch in bar:
-                start = time.perf_counter()
-                order = _shared_order(len(data), gen, world)
-                # loss sum, clean and adversarial hits, examples: summed over processes at the end
-                totals = torch.zeros(4, device=device)
-                for i in range(0, len(data), batch_size):
-                    idx = order[i : i + batch_size]
-                    if len(idx) < world:  # too few for every process to get one: skipped everywhere
-                        continue
-                    share = idx.tensor_split(world)[rank] if world > 1 else idx
-                    weight = len(share) * world / len(idx)  # DDP averages; this makes it the batch mean
-                    xb = _speed.to_device(data.x[share], device, fast)
-                    yb = _speed.to_device(data.y[share], device, fast)
-                    model.eval()
-                    x_adv = attack(model, xb, yb).detach()
-                    model.train()
-                    with _speed.autocast(device, fast):  # a no-op unless the profile turns it on
-                        if loss == "trades":
-                            if world > 1:  # one forward pass per backward pass under DDP
-                                both = trainer(torch.cat([xb, x_adv]))
-                                logits, logits_adv = both[: len(share)], both[len(share) :]
-                            else:
-                                logits = trainer(xb)
-                                logits_adv = trainer(x_adv)
-                            kl = F.kl_div(
-                                logits_adv.log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean"
-                            )
-                            objective = F.cross_entropy(logits, yb) + beta * kl
-                        elif clean_weight > 0:
-                            both = trainer(torch.cat([x_adv, xb]))
-                            logits_adv, logits = both[: len(share)], both[len(share) :]
-                            objective = (1 - clean_weight) * F.cross_entropy(
-                                logits_adv, yb
-                            ) + clean_weight * F.cross_entropy(logits, yb)
-                        else:
-                            logits_adv = trainer(x_adv)
-                            logits = logits_adv  # clean accuracy per batch is not measured then
-                            objective = F.cross_entropy(logits_adv, yb)
-                    optimiser.zero_grad(set_to_none=True)
-                    scaler.scale(objective * weight if world > 1 else objective).backward()
-                    scaler.step(optimiser)
-                    scaler.update()
-                    schedule.step()
-                    totals[0] += objective.detach() * len(share)
-                    totals[1] += (logits.detach().argmax(1) == yb).sum()
-                    totals[2] += (logits_adv.detach().argmax(1) == yb).sum()
-                    totals[3] += len(share)
-                if world > 1:
-                    torch.distributed.all_reduce(totals)
-                model.eval()
-                total_loss, correct, correct_adv, seen = totals.tolist()
-                seen = max(seen, 1.0)
-                row: dict[str, float] = {"epoch": epoch, "loss": total_loss / seen}
-                if loss == "trades" or clean_weight > 0:
-                    row["train_acc"] = correct / seen
-                row["train_adv_acc"] = correct_adv / seen
-                robust = math.nan
-                if n_mon:
-                    clean, robust = _monitor(model, x_mon, y_mon, monitor_attack)
-                    row["clean_acc"], row["robust_acc"] = clean, robust
-                    if overfit_gap is not None:
-                        row["attack_acc"] = _monitor(model, x_mon, y_mon, attack)[1]
-                row["lr"] = float(schedule.get_last_lr()[0])
-                row["seconds"] = time.perf_counter() - start
-                history.rows.append(row)
-                bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "clean_acc", "robust_acc") if k in row})
-                if n_mon and not math.isnan(robust):
-                    reason = None
-                    if overfit_drop is not None and robust < best_robust - overfit_drop:
-                        reason = (
-                            f"robust accuracy on the monitor batch fell from {best_robust:.1%} "
-                            f"(epoch {best_epoch}) to {robust:.1%}"
-                        )
-                    elif overfit_gap is not None and epoch > 1 and row["attack_acc"] - robust > overfit_gap:
-                        reason = (
-                            f"on the monitor batch the training attack leaves {row['attack_acc']:.1%} "
-                            f"correct but monitor_attack only {robust:.1%}: the model beats its "
-                            "training attack, not the threat model"
-                        )
-                    if reason is not None and history.overfit_epoch is None:
-                        # both alarms wait for a first epoch, so best_epoch is always set here
-                        history.overfit_epoch, history.overfit_reason = epoch, reason
-                        warnings.warn(
-                            f"catastrophic overfitting at epoch {epoch}: {reason}. "
-                            + (
-                                f"Stopping and restoring the weights of epoch {best_epoch}. "
-                                if early_stop
-                                else ""
-                            )
-                            + "Use a smaller FGSM step (1.25*eps), more PGD steps, or a shorter schedule.",
-                            CatastrophicOverfittingWarning,
-                            stacklevel=2,
-                        )
-                        if early_stop:
-                            break
-                    if robust > best_robust:
-                        best_robust, best_epoch = robust, epoch
-                        if watch and early_stop:
-                            best_state = copy.deepcopy(model.state_dict())
-    finally:
+    fast = _speed.current()  # opt-in speed features (labkit.speed; all off unless a caller turns them on)
+    mixed = loss == "trades" or clean_weight > 0  # the step sees clean logits too
+
+    def step(net: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> StepOutput:
+        """Attack the batch with the model in eval mode, then the training loss on the result."""
         model.eval()
-        if isinstance(model, LabModel) and checked is not None:
-            model.check_inputs = checked
-    if history.overfit_epoch is not None and early_stop and best_state is not None:
-        model.load_state_dict(best_state)
-        history.restored_epoch = best_epoch
+        x_adv = attack(model, xb, yb).detach()
+        model.train()
+        with _speed.autocast(device, fast):  # a no-op unless the profile turns it on
+            if loss == "trades":
+                if net is not model:  # one forward pass per backward pass under DDP
+                    both = net(torch.cat([xb, x_adv]))
+                    logits, logits_adv = both[: len(xb)], both[len(xb) :]
+                else:
+                    logits = net(xb)
+                    logits_adv = net(x_adv)
+                kl = F.kl_div(logits_adv.log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean")
+                objective = F.cross_entropy(logits, yb) + beta * kl
+            elif clean_weight > 0:
+                both = net(torch.cat([x_adv, xb]))
+                logits_adv, logits = both[: len(xb)], both[len(xb) :]
+                objective = (1 - clean_weight) * F.cross_entropy(
+                    logits_adv, yb
+                ) + clean_weight * F.cross_entropy(logits, yb)
+            else:
+                logits = logits_adv = net(x_adv)
+                objective = F.cross_entropy(logits_adv, yb)
+        hits = (logits_adv.detach().argmax(1) == yb).sum()
+        return objective, logits if mixed else None, {"train_adv_acc": hits}
+
+    history = AdversarialHistory()
+    watch = _OverfitWatch(
+        history,
+        drop=overfit_drop,
+        gap=overfit_gap,
+        early_stop=early_stop,
+        monitor=lambda m, a: _monitor(m, x_mon, y_mon, a) if n_mon else (math.nan, math.nan),
+        attack=attack,
+        monitor_attack=monitor_attack,
+        optimiser=optimiser,
+    )
+    started = time.perf_counter()
+    history.rows = fit(
+        model,
+        data.x,
+        data.y,
+        epochs=epochs,
+        step=step,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimiser,
+        callbacks=[watch],
+        generator=generator,
+        isolate_rng=True,
+        distributed=True,
+        progress=progress,
+        desc="adversarial training",
+    ).rows
+    if history.overfit_epoch is not None and early_stop and watch.best_state is not None:
+        model.load_state_dict(watch.best_state)
+        history.restored_epoch = watch.best_epoch
     history.train_seconds = time.perf_counter() - started
     return history
 
 
-def _process_group() -> tuple[int, int]:
-    """``(rank, world size)`` of the current ``torch.distributed`` process group, else ``(0, 1)``."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class _OverfitWatch:
+    """The per-epoch callback of :func:`adversarial_training`: monitor-batch accuracy, the two
+    catastrophic-overfitting alarms, and the best epoch's weights for early stopping."""
 
+    def __init__(
+        self,
+        history: AdversarialHistory,
+        *,
+        drop: float | None,
+        gap: float | None,
+        early_stop: bool,
+        monitor: Callable[[nn.Module, Attack], tuple[float, float]],
+        attack: Attack,
+        monitor_attack: Attack,
+        optimiser: torch.optim.Optimizer,
+    ) -> None:
+        self.history, self.drop, self.gap, self.early_stop = history, drop, gap, early_stop
+        self.monitor, self.attack, self.monitor_attack, self.optimiser = (
+            monitor,
+            attack,
+            monitor_attack,
+            optimiser,
+        )
+        self.best_robust = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
 
-def _shared_order(n: int, gen: torch.Generator, world: int) -> torch.Tensor:
-    """This epoch's shuffle: from ``gen`` on one process, rank 0's on every process under DDP."""
-    order = torch.randperm(n, generator=gen)
-    if world > 1:
-        backend = torch.distributed.get_backend()
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
-        order = order.to(device)
-        torch.distributed.broadcast(order, src=0)
-        order = order.cpu()
-    return order
+    def __call__(self, epoch: int, model: nn.Module, row: dict[str, float]) -> bool:
+        clean, robust = self.monitor(model, self.monitor_attack)
+        if not math.isnan(robust):
+            row["clean_acc"], row["robust_acc"] = clean, robust
+            if self.gap is not None:
+                row["attack_acc"] = self.monitor(model, self.attack)[1]
+        row["lr"] = float(self.optimiser.param_groups[0]["lr"])
+        if math.isnan(robust):
+            return False
+        stop = False
+        reason = None
+        if self.drop is not None and robust < self.best_robust - self.drop:
+            reason = (
+                f"robust accuracy on the monitor batch fell from {self.best_robust:.1%} "
+                f"(epoch {self.best_epoch}) to {robust:.1%}"
+            )
+        elif self.gap is not None and epoch > 1 and row["attack_acc"] - robust > self.gap:
+            reason = (
+                f"on the monitor batch the training attack leaves {row['attack_acc']:.1%} "
+                f"correct but monitor_attack only {robust:.1%}: the model beats its "
+                "training attack, not the threat model"
+            )
+        if reason is not None and self.history.overfit_epoch is None:
+            # both alarms wait for a first epoch, so best_epoch is always set here
+            self.history.overfit_epoch, self.history.overfit_reason = epoch, reason
+            restore = (
+                f"Stopping and restoring the weights of epoch {self.best_epoch}. " if self.early_stop else ""
+            )
+            warnings.warn(
+                f"catastrophic overfitting at epoch {epoch}: {reason}. {restore if self.early_stop else ''}"
+                "Use a smaller FGSM step (1.25*eps), more PGD steps, or a shorter schedule.",
+                CatastrophicOverfittingWarning,
+                stacklevel=4,
+            )
+            stop = self.early_stop
+        if not stop and robust > self.best_robust:
+            self.best_robust, self.best_epoch = robust, epoch
+            if (self.drop is not None or self.gap is not None) and self.early_stop:
+                self.best_state = copy.deepcopy(model.state_dict())
+        return stop
 
 
 def _monitor(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack) -> tuple[float, float]:

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,12 +34,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.data.base import LabData
+from labkit.models.loop import StepOutput, fit
 from labkit.models.training import accuracy
-from labkit.privacy._common import check_data, check_int, check_positive, model_device
+from labkit.privacy._common import check_data, check_int, check_positive
 from labkit.privacy.accounting import dp_sgd_epsilon
 from labkit.utils import check_images
 
@@ -350,7 +349,6 @@ def train_dp(
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({n} examples)")
     q = batch_size / n
     steps_per_epoch = max(1, round(n / batch_size))
-    device = model_device(model)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     opt: torch.optim.Optimizer
@@ -364,54 +362,58 @@ def train_dp(
         sample_rate=q,
         delta=float(delta),
     )
-    bar = tqdm(range(1, epochs + 1), desc="DP-SGD", unit="epoch", disable=not progress)
-    try:
-        for epoch in bar:
-            start = time.perf_counter()
-            total_loss, seen = 0.0, 0
-            for _ in range(steps_per_epoch):
-                model.train()
-                lot = torch.nonzero(torch.rand(n, generator=gen) < q).flatten()
-                sums = {k: torch.zeros_like(p) for k, p in params.items()}
-                for i in range(0, len(lot), max_physical_batch):
-                    idx = lot[i : i + max_physical_batch]
-                    g, losses = _per_example(
-                        model, data.x[idx].to(device), data.y[idx].to(device), F.cross_entropy
-                    )
-                    clipped, _ = clip_and_noise(g, max_grad_norm=max_grad_norm, noise_multiplier=0.0)
-                    for k in sums:
-                        sums[k] += clipped[k]
-                    total_loss += float(losses.sum())
-                    seen += len(idx)
-                if noise_multiplier > 0:
-                    for k in sums:
-                        sums[k] += (noise_multiplier * max_grad_norm) * _gaussian(sums[k], gen)
-                for k, p in params.items():
-                    p.grad = sums[k] / batch_size
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                history.steps += 1
-            model.eval()
-            eps = dp_sgd_epsilon(
-                sample_rate=q,
-                noise_multiplier=float(noise_multiplier),
-                steps=history.steps,
-                delta=float(delta),
+
+    def lots(n: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+        """Poisson sampling: each example joins each lot with probability q."""
+        for _ in range(steps_per_epoch):
+            yield torch.nonzero(torch.rand(n, generator=gen) < q).flatten()
+
+    def step(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        """The privatised gradient of a lot: per-example gradients clipped, summed, noised.
+
+        The returned loss is ``sum(p * g)`` over parameters, whose gradient is exactly the
+        privatised ``g``; the row reports the lot's real per-example loss."""
+        sums = {k: torch.zeros_like(p) for k, p in params.items()}
+        lot_loss = torch.zeros((), dtype=torch.float64)
+        for i in range(0, len(x), max_physical_batch):
+            g, losses = _per_example(
+                net, x[i : i + max_physical_batch], y[i : i + max_physical_batch], F.cross_entropy
             )
-            row: dict[str, float] = {
-                "epoch": epoch,
-                "loss": total_loss / max(seen, 1),
-                "train_acc": accuracy(model, data),
-            }
-            if val is not None:
-                row["val_acc"] = accuracy(model, val)
-            row["epsilon"] = eps
-            row["seconds"] = time.perf_counter() - start
-            history.rows.append(row)
-            bar.set_postfix({"loss": f"{row['loss']:.3f}", "ε": f"{eps:.2f}"})
-    finally:
-        opt.zero_grad(set_to_none=True)
-        model.eval()
+            clipped, _ = clip_and_noise(g, max_grad_norm=max_grad_norm, noise_multiplier=0.0)
+            for k in sums:
+                sums[k] += clipped[k]
+            lot_loss += float(losses.sum())
+        if noise_multiplier > 0:
+            for k in sums:
+                sums[k] += (noise_multiplier * max_grad_norm) * _gaussian(sums[k], gen)
+        surrogate = sum(((p * (sums[k] / batch_size)).sum() for k, p in params.items()), torch.zeros(()))
+        history.steps += 1
+        return surrogate, None, {"loss": lot_loss}
+
+    def account(epoch: int, model: nn.Module, row: dict[str, float]) -> None:
+        row["train_acc"] = accuracy(model, data)
+        if val is not None:
+            row["val_acc"] = accuracy(model, val)
+        row["epsilon"] = dp_sgd_epsilon(
+            sample_rate=q, noise_multiplier=float(noise_multiplier), steps=history.steps, delta=float(delta)
+        )
+
+    history.rows = fit(
+        model,
+        data.x,
+        data.y,
+        epochs=epochs,
+        step=step,
+        lr=lr,
+        batch_size=batch_size,
+        schedule=False,
+        optimizer=opt,
+        batches=lots,
+        callbacks=[account],
+        generator=gen,
+        progress=progress,
+        desc="DP-SGD",
+    ).rows
     if not math.isfinite(history.epsilon) and noise_multiplier > 0:  # pragma: no cover - sanity
         warnings.warn("the accountant returned an infinite epsilon", stacklevel=2)
     return history
