@@ -750,3 +750,57 @@ def test_learner_code_cannot_erase_what_a_tests_object_counted(learner: dict[str
     with pytest.raises(TypeError, match="cannot call the grader's PredictionAPI.reset"):
         remote.peer().get("spend_then_hide")(api, torch.rand(2, 4))
     assert api.queries_used == 8, "the 8 rows learner code sent stay counted"
+
+
+def test_a_tests_partial_is_called_not_read(learner: dict[str, Any]) -> None:
+    def judge(answer: Any, *, expected: Any) -> bool:
+        return bool(answer == expected)
+
+    graded = partial(judge, expected="the hidden answer")
+    for name in ("keywords", "args", "func"):
+        with pytest.raises(TypeError, match="cannot read"):
+            learner["read"](graded, name)
+    _in_learner(learner, "def ask(f, v):\n    return f(v)")
+    assert remote.peer().get("ask")(graded, "a guess") is False, "calling it still works"
+
+
+def test_learner_threads_cannot_call_back_after_the_call(learner: dict[str, Any]) -> None:
+    ran: list[int] = []
+    _in_learner(
+        learner,
+        "import threading, time\n"
+        "_late = []\n"
+        "def leave_behind(cb):\n"
+        "    def later():\n"
+        "        time.sleep(0.3)\n"
+        "        try:\n"
+        "            cb()\n"
+        "            _late.append('ran')\n"
+        "        except RuntimeError as err:\n"
+        "            _late.append(str(err))\n"
+        "    threading.Thread(target=later, daemon=True).start()\n"
+        "def late():\n"
+        "    return _late\n",
+    )
+    assert remote.peer().get("leave_behind")(lambda: ran.append(1)) is None
+    import time
+
+    time.sleep(1.0)
+    assert remote.peer().get("late")() == [
+        "an object of the grader's can only be used while the grader calls learner code"
+    ]
+    assert ran == []
+
+
+def test_a_learner_objects_length_is_a_plain_int(learner: dict[str, Any]) -> None:
+    _in_learner(
+        learner,
+        "class Lies:\n    def __init__(self, n):\n        self.n = n\n    def __len__(self):\n        return self.n\n"
+        "def lies(n):\n    return Lies(n)\n",
+    )
+    lies = remote.peer().get("lies")
+    assert len(lies(3)) == 3
+    with pytest.raises(OverflowError):
+        len(lies(2**70))  # a list(...) over it would never end
+    with pytest.raises(ValueError):
+        len(lies(-1))
