@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.config import cache_dir
 
-__all__ = ["LabData", "data_root"]
+__all__ = ["LabData", "as_xy", "data_root"]
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -167,3 +167,30 @@ class LabData:
             f"LabData(name={self.name!r}, split={self.split!r}, n={len(self)}, "
             f"input_shape={self.input_shape}, classes={self.num_classes})"
         )
+
+
+def as_xy(
+    data: LabData | tuple[torch.Tensor, torch.Tensor], n: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of ``data`` (a :class:`LabData` or a pair of tensors), the first ``n`` if set.
+
+    Raises a ``TypeError`` for anything else and a ``ValueError`` for an empty set, for ``x`` and
+    ``y`` of different lengths, or for an ``n`` that is not a positive integer.
+    """
+    if isinstance(data, LabData):
+        x, y = data.x, data.y
+    elif isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+    else:
+        raise TypeError(f"data must be a LabData or a tuple (x, y) of tensors, got {type(data).__name__}")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("data must hold tensors x and y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n must be a positive number of examples, got {n!r}")
+        x, y = x[:n], y[:n]
+    if x.shape[0] == 0:
+        raise ValueError("data is empty: at least one example is needed")
+    return x, y

@@ -49,8 +49,7 @@ from labkit.attacks.threat import (
 )
 from labkit.attacks.whitebox import fgsm, pgd
 from labkit.contract import LabModel
-from labkit.data.base import LabData
-from labkit.eval._data import as_xy
+from labkit.data.base import LabData, as_xy
 from labkit.eval.checklist_result import Check, Checklist, Status
 from labkit.eval.stats import check_alpha
 from labkit.utils import eval_mode

@@ -28,8 +28,7 @@ from labkit.attacks.contract import takes_budget
 from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_eps
 from labkit.config import Profile
 from labkit.contract import LabModel
-from labkit.data.base import LabData
-from labkit.eval._data import as_xy
+from labkit.data.base import LabData, as_xy
 from labkit.eval.ensemble import EnsembleBudget, EnsembleResult, worst_case
 from labkit.eval.stats import check_alpha, clopper_pearson
 from labkit.utils import eval_mode

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from labkit import _checks
 from labkit.data.base import LabData
 from labkit.utils import eval_mode
 
@@ -42,11 +43,8 @@ def check_class(value: object, num_classes: int, name: str) -> int:
 
 
 def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+    """``value`` as an ``int`` of at least ``minimum`` (:func:`labkit._checks.check_int`)."""
+    return _checks.check_int(value, name, minimum=minimum)
 
 
 def check_indices(indices: object, n: int, name: str = "indices") -> torch.Tensor:

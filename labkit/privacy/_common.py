@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from labkit import _checks
 from labkit.contract import LabModel
 from labkit.data.base import LabData
 from labkit.models.loop import fit, soft_label_step
@@ -27,22 +25,13 @@ def check_data(data: object, name: str = "data") -> LabData:
 
 
 def check_int(value: object, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+    """``value`` as an ``int`` of at least ``minimum`` (a count: 1 unless told)."""
+    return _checks.check_int(value, name, minimum=minimum)
 
 
 def check_positive(value: object, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    """``value`` as a finite, strictly positive ``float`` (:func:`labkit._checks.check_positive`)."""
+    return _checks.check_positive(value, name)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from labkit._checks import check_generator
 from labkit.classifier import Classifier, batched_logits, check_batch_size, check_model
-from labkit.data.base import LabData
+from labkit.data.base import LabData, as_xy
 from labkit.stress.corruptions import CORRUPTIONS, check_severity, corrupt
 from labkit.tables import html_table, markdown_table
 
@@ -195,30 +195,6 @@ def _heat(v: object) -> str:
     return f"background-color: rgba({red}, {green}, 80, 0.35)"
 
 
-def _unpack(
-    data: LabData | tuple[torch.Tensor, torch.Tensor], n: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, LabData):
-        x, y = data.x, data.y
-    elif isinstance(data, tuple) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError(f"data must be a LabData or an (x, y) tuple of tensors, got {type(data).__name__}")
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("data must hold tensors x and y")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]} labels")
-    if x.shape[0] == 0:
-        raise ValueError("data is empty; the benchmark needs at least one example")
-    if x.dim() != 4:
-        raise ValueError(f"the corruption benchmark needs images (N, C, H, W), got shape {tuple(x.shape)}")
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        x, y = x[:n], y[:n]
-    return x, y
-
-
 def _correct(model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> int:
     pred = batched_logits(model, x, batch_size=batch_size).argmax(1)
     return int((pred.to(y.device) == y).sum())
@@ -291,7 +267,9 @@ def corruption_benchmark(
     True
     """
     model = check_model(model)
-    x, y = _unpack(data, n)
+    x, y = as_xy(data, n)
+    if x.dim() != 4:
+        raise ValueError(f"the corruption benchmark needs images (N, C, H, W), got shape {tuple(x.shape)}")
     batch_size = check_batch_size(batch_size)
     generator = check_generator(generator)
     names = list(CORRUPTIONS) if corruptions is None else list(corruptions)
