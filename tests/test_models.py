@@ -231,3 +231,23 @@ def test_one_training_loop() -> None:
         if pattern.search(line)
     ]
     assert not found, f"optimiser steps outside labkit/models/loop.py's fit: {found}"
+
+
+def test_cached_weights_are_keyed_by_the_training_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights trained by an older training loop are not loaded for the current one: the cache
+    file's fingerprint covers the loop's source and the PyTorch version, not only the recipe."""
+    from labkit.models import loop, zoo
+
+    prof = lk.config.active_profile("ci")
+    recipe = zoo.RECIPES["digits-cnn"]
+    before = recipe.fingerprint(prof, 100)
+    edited = tmp_path / "loop.py"
+    edited.write_text(Path(str(loop.__file__)).read_text(encoding="utf-8") + "\n# a changed loop\n")
+    monkeypatch.setattr(loop, "__file__", str(edited))
+    changed_code = recipe.fingerprint(prof, 100)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    changed_torch = recipe.fingerprint(prof, 100)
+    assert len({before, changed_code, changed_torch}) == 3

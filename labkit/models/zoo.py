@@ -58,8 +58,21 @@ class Recipe:
             "epochs": profile.epochs.get(self.name),
             "n_train": n_train,
             "data_version": _data_version(self.dataset),
+            "code": _training_code_version(),
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _training_code_version() -> str:
+    """A digest of what turns a recipe into weights: the network definitions, the training loop
+    and its callers in this package, and the PyTorch version. A change to any of them trains
+    anew instead of loading weights that the current code would not produce."""
+    from labkit.models import loop, nets, training
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for module in (nets, loop, training):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _data_version(dataset: str) -> str:
