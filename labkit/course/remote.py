@@ -1243,9 +1243,7 @@ def _trusted_names() -> dict[int, str]:
     import torch
 
     names: dict[int, str] = {}
-    ns = _user_ns()
-    for name in sorted(_SHARED):
-        value = ns.get(name)
+    for name, value in sorted(_SHARED.items()):
         if value is None or isinstance(value, _Remote):
             continue
         if _plain(value) or isinstance(value, list | tuple | dict | set | torch.Tensor | np.ndarray):
@@ -1378,7 +1376,10 @@ def RemoteModule(peer: Peer, handle: int, training: bool) -> Any:
 
 _REMOTE_MODULE: Any = None
 _PEER: list[Peer] = []
-_SHARED: set[str] = set()
+# Each shared name with the object it held when the test's names were bound: a test that binds
+# the name to something else (``for m in (learner_model, clean_model)``) must not send that
+# object by reference to the learner kernel's ``m``, which is still the trusted cells' object.
+_SHARED: dict[str, Any] = {}
 
 
 def peer() -> Peer:
@@ -1406,7 +1407,7 @@ def bind(names: list[str], shared: list[str] = ()) -> str:  # type: ignore[assig
     if _PEER:  # a new test cell: what earlier cells passed to learner code is no longer called back
         _PEER[0].forget()
     _SHARED.clear()
-    _SHARED.update(shared)
+    _SHARED.update({name: ns[name] for name in shared if name in ns})
     for name in names:
         ns.pop(name, None)
         try:
