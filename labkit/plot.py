@@ -36,7 +36,7 @@ def image_grid(
     size: float = 1.4,
     title: str | None = None,
 ) -> Any:
-    """Show a batch of images in a grid, captioned with labels and (in red when wrong) predictions.
+    """Show a batch of images in a grid, captioned with labels and predictions (a wrong one in red, marked ✗).
 
     Returns the matplotlib figure.
     """
@@ -64,8 +64,9 @@ def image_grid(
             parts.append(f"→ {guess[i]}")
             if truth and guess[i] != truth[i]:
                 colour = "crimson"
+                parts.append("✗")  # wrong in words too, not by colour alone
         if parts:
-            ax.set_title(" ".join(parts), fontsize=8, color=colour)
+            ax.set_title(" ".join(parts), fontsize=9, color=colour)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -112,7 +113,7 @@ def adversarial_grid(
             ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.axis("off")
             wrong = j == 2 and truth and after and after[i] != truth[i]
-            ax.set_title(cap, fontsize=8, color="crimson" if wrong else "black")
+            ax.set_title(cap + (" ✗" if wrong else ""), fontsize=9, color="crimson" if wrong else "black")
     fig.tight_layout()
     return fig
 

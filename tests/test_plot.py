@@ -12,7 +12,7 @@ import torch
 import labkit as lk
 
 
-def test_image_grid_marks_wrong_predictions_in_red() -> None:
+def test_image_grid_marks_wrong_predictions_in_red_and_in_words() -> None:
     x = torch.rand(5, 3, 8, 8)
     fig = lk.plot.image_grid(
         x, labels=[0, 1, 0, 1, 0], preds=[0, 0, 0, 1, 1], class_names=["stop", "yield"], ncols=3
@@ -21,7 +21,8 @@ def test_image_grid_marks_wrong_predictions_in_red() -> None:
     assert len(titles) == 5
     colours = [t.get_color() for t in titles]
     assert colours.count("crimson") == 2
-    assert titles[1].get_text() == "yield → stop"
+    assert titles[1].get_text() == "yield → stop ✗"  # not by colour alone
+    assert [t.get_text().endswith("✗") for t in titles] == [c == "crimson" for c in colours]
 
 
 def test_adversarial_grid_layout_and_validation() -> None:

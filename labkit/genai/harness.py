@@ -184,7 +184,7 @@ class HarnessResult:
                     f"{100 * v:.0f}",
                     ha="center",
                     va="center",
-                    fontsize=8,
+                    fontsize=10,
                     color="white" if v > 0.6 else "black",
                 )
         if ax2 is not None:
@@ -193,7 +193,7 @@ class HarnessResult:
             ax2.set_xticks(range(len(self.configs)), self.configs, rotation=35, ha="right")
             for j, v in enumerate(benign[0]):
                 colour = "white" if v > 0.6 else "black"
-                ax2.text(j, 0, f"{100 * v:.0f}", ha="center", va="center", fontsize=8, color=colour)
+                ax2.text(j, 0, f"{100 * v:.0f}", ha="center", va="center", fontsize=10, color=colour)
         else:
             ax.set_xticks(range(len(self.configs)), self.configs, rotation=35, ha="right")
         fig.tight_layout()

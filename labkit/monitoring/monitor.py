@@ -428,12 +428,13 @@ class DriftMonitor:
                 ax.axhline(threshold, color="grey", ls="--", lw=1, label="threshold")
             hits = [(a.step, max(a.value, 1e-16)) for a in self.alerts if a.metric == metric]
             if hits:
-                ax.scatter(*zip(*hits, strict=True), color="crimson", s=60, zorder=3, label="alert")
+                alerts = list(zip(*hits, strict=True))
+                ax.scatter(*alerts, color="crimson", marker="X", s=80, zorder=3, label="alert")
             if _METRICS[metric][0] == "below":
                 ax.set_yscale("log")
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
-            ax.legend(frameon=False, fontsize=7)
+            ax.legend(frameon=False, fontsize=9)
         axes[-1].set_xticks(steps, [s.label for s in self.history], rotation=30, ha="right")
         fig.suptitle("drift over the stream", fontsize=10)
         fig.tight_layout()

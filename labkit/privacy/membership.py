@@ -148,7 +148,7 @@ class MembershipComparison:
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.set_title("membership inference ROC")
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=9)
         ax.figure.tight_layout()
         return ax.figure
 

@@ -54,7 +54,7 @@ def _images_html(f: Finding) -> str:
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_ylabel(label, fontsize=8)
+                ax.set_ylabel(label, fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
@@ -212,13 +212,17 @@ class Report:
             labels.append(f"{a.probe} · {a.technique}")
             colours.append(SEVERITY_COLOURS[f.severity] if f else "#bbbbbb")
         ypos = list(range(len(measured)))
-        ax.barh(ypos, [float(a.success_rate or 0.0) for a in measured], color=colours)
-        ax.set_yticks(ypos, labels, fontsize=8)
+        rates = [float(a.success_rate or 0.0) for a in measured]
+        ax.barh(ypos, rates, color=colours)
+        for y, a, rate in zip(ypos, measured, rates, strict=True):  # the severity in words, not colour alone
+            f = by_attempt.get(a.index)
+            ax.text(min(rate, 0.78) + 0.01, y, f.severity if f else "no finding", va="center", fontsize=9)
+        ax.set_yticks(ypos, labels, fontsize=9)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("success rate (membership: advantage; extraction: fidelity)")
         handles = [plt.Rectangle((0, 0), 1, 1, fc=SEVERITY_COLOURS[s]) for s in SEVERITIES]
         handles.append(plt.Rectangle((0, 0), 1, 1, fc="#bbbbbb"))
-        ax.legend(handles, [*SEVERITIES, "no finding"], fontsize=7, loc="lower right")
+        ax.legend(handles, [*SEVERITIES, "no finding"], fontsize=9, loc="lower right")
         ax.set_title(self.title)
         return ax

@@ -164,13 +164,14 @@ class CorruptionReport:
         grid = [self.accuracy[c] for c in names]
         if ax is None:
             _, ax = plt.subplots(figsize=(1.0 + 0.75 * len(self.severities), 0.9 + 0.32 * len(names)))
-        image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+        image = ax.imshow(grid, cmap="cividis", vmin=0.0, vmax=1.0, aspect="auto")  # colour-blind safe
         ax.set_xticks(range(len(self.severities)), [str(s) for s in self.severities])
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("severity")
         for i, row in enumerate(grid):
             for j, value in enumerate(row):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+                ink = "black" if value > 0.55 else "white"  # readable on cividis's dark and light ends
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=9, color=ink)
         title = f"{self.model_name}: accuracy (clean {self.clean_accuracy:.2f})"
         if self.mce is not None:
             title += f", mCE {self.mce:.0f}"

@@ -374,7 +374,7 @@ class FuzzReport:
         good = [sum(r.good for r in self.results if r.outcome == o) for o in outcomes]
         bad = [sum(not r.good for r in self.results if r.outcome == o) for o in outcomes]
         ax.bar(outcomes, good, color="seagreen", label="good")
-        ax.bar(outcomes, bad, bottom=good, color="crimson", label="bad")
+        ax.bar(outcomes, bad, bottom=good, color="crimson", hatch="//", label="bad")
         ax.set_ylabel("cases")
         ax.set_title(self.endpoint, fontsize=10)
         ax.legend(frameon=False)

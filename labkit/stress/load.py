@@ -225,7 +225,7 @@ class LoadTestReport(_RowReport):
         if budget_ms is not None:
             ax_l.axhline(budget_ms, color="black", lw=1, label=f"budget {budget_ms:.3g} ms")
         ax_l.set_ylabel("latency of successful requests (ms)")
-        ax_l.legend(frameon=False, fontsize=8)
+        ax_l.legend(frameon=False, fontsize=9)
         for ax in (ax_t, ax_l):
             ax.set_xscale("log", base=2)
             ax.set_xticks(conc, [str(c) for c in conc])
@@ -371,9 +371,9 @@ class DegradationReport(_RowReport):
         if not all(math.isnan(a) for a in self.column("accuracy")):
             axes[1].plot(pos, self.column("accuracy"), "s--", label="accuracy")
         axes[1].set_ylim(0, 1.02)
-        axes[1].legend(frameon=False, fontsize=8, loc="lower left")
+        axes[1].legend(frameon=False, fontsize=9, loc="lower left")
         for ax in axes:
-            ax.set_xticks(pos, names, rotation=20, ha="right", fontsize=8)
+            ax.set_xticks(pos, names, rotation=20, ha="right", fontsize=9)
         axes[0].set_title("speed", fontsize=10)
         axes[1].set_title("answers", fontsize=10)
         axes[0].figure.tight_layout()

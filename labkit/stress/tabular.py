@@ -336,7 +336,7 @@ class TabularStressReport:
             a.set_xlabel("severity")
             a.set_ylabel("ROC-AUC" if key == "auc" else f"recall @ FPR {self.target_fpr:g}")
             a.grid(alpha=0.3)
-        axes[0].legend(frameon=False, fontsize=8)
+        axes[0].legend(frameon=False, fontsize=9)
         fig.tight_layout()
         return fig
 

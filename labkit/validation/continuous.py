@@ -152,11 +152,11 @@ class ContinuousValidator:
                 if not s.card.gate(name).passed and not math.isnan(v)
             ]
             if bad:
-                ax.scatter(*zip(*bad, strict=True), color="crimson", s=70, zorder=3)
+                ax.scatter(*zip(*bad, strict=True), color="crimson", marker="X", s=90, zorder=3)
         ax.set_xticks(xs, self.labels, rotation=30, ha="right")
         ax.set_ylabel("metric")
-        ax.set_title("continuous validation (red: gate failed)", fontsize=10)
+        ax.set_title("continuous validation (red ✕: gate failed)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=9)
         ax.figure.tight_layout()
         return ax.figure
