@@ -16,6 +16,12 @@ What crosses, and what it becomes in the checker:
   fields, rebuilt with the receiver's own class through its constructor, which validates them;
   a class outside labkit (or in ``labkit.course``), an unknown field or a refused value is an
   error, never an object;
+* **labkit objects with behaviour that describe their state** (a ``GuardedModel``, a
+  ``DriftMonitor``, a ``PredictionAPI`` that have served nothing yet; the class declares
+  ``_grading_fields`` and ``_grading_state``): their constructor arguments, rebuilt with the
+  checker's own class, whose code then serves and computes the verdict; a callable among them
+  (the learner's model) is a call proxy. Any other state, an unknown field, a look-alike class
+  or arguments the constructor refuses never become such an object;
 * **functions and classes**: call proxies. Arguments go over as data; objects the checker made
   in a trusted cell and that the learner's kernel has under the same name (a zoo model, a data
   set) go *by reference* to the learner kernel's object of that name; modules made only of
@@ -306,11 +312,11 @@ def decode(
 # receiver's own class through its constructor, which validates them.
 
 
-def _labkit_dataclass(name: str) -> type:
-    """The receiver's labkit dataclass named ``module:qualname``; refuses anything else."""
+def _labkit_class(name: str) -> Any:
+    """The receiver's public labkit object named ``module:qualname`` (never ``labkit.course``)."""
     module, _, qualname = name.partition(":")
     if not module.startswith("labkit.") or module.startswith("labkit.course") or not qualname:
-        raise CodecError(f"{name} is not a labkit dataclass that may cross between kernels")
+        raise CodecError(f"{name} is not a labkit class that may cross between kernels")
     if not all(part.isidentifier() and not part.startswith("_") for part in qualname.split(".")):
         raise CodecError(f"{name} is not a public labkit class")
     try:
@@ -319,15 +325,70 @@ def _labkit_dataclass(name: str) -> type:
             obj = getattr(obj, part)
     except (ImportError, AttributeError):
         raise CodecError(f"{name} is not a labkit class") from None
-    if (
-        not isinstance(obj, type)
-        or obj.__module__ != module
-        or not (dataclasses.is_dataclass(obj) or _named(obj))
-    ):
+    if not isinstance(obj, type) or obj.__module__ != module:
+        raise CodecError(f"{name} is not a labkit class")
+    return obj
+
+
+def _labkit_dataclass(name: str) -> type:
+    """The receiver's labkit dataclass named ``module:qualname``; refuses anything else."""
+    obj = _labkit_class(name)
+    if not (dataclasses.is_dataclass(obj) or _named(obj)):
         raise CodecError(f"{name} is not a labkit dataclass")
     if dataclasses.is_dataclass(obj) and not all(f.init for f in dataclasses.fields(obj)):
         raise CodecError(f"{name} has fields its constructor does not take: it does not cross as data")
     return obj
+
+
+# labkit objects with behaviour (a GuardedModel) whose class declares ``_grading_fields`` and
+# ``_grading_state``: while that state is all they hold, they cross as those constructor arguments,
+# rebuilt by the checker's own class (whose constructor validates them); their callables (the
+# learner's model) cross as call proxies, so the checker's code runs the object and computes
+# the verdict. Anything else of the learner's stays a RemoteObject.
+
+
+def _stateful_class(name: str) -> type:
+    """The receiver's labkit class named ``module:qualname`` that declares its grading state."""
+    cls = _labkit_class(name)
+    fields = vars(cls).get("_grading_fields")
+    if not (isinstance(fields, tuple) and all(type(f) is str for f in fields)) or not callable(
+        vars(cls).get("_grading_state")
+    ):
+        raise CodecError(f"{name} does not describe its state: it does not cross as its fields")
+    return cls
+
+
+def grading_state(obj: Any) -> tuple[str, dict[str, Any]] | None:
+    """``("module:qualname", constructor arguments)`` of ``obj`` when it is exactly a labkit class
+    that declares its grading state and holds no more than that state; else ``None``."""
+    cls = type(obj)
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        if _stateful_class(name) is not cls:
+            return None
+        state = obj._grading_state()
+    except Exception:
+        return None
+    if not isinstance(state, dict) or not set(state) <= set(cls._grading_fields):
+        return None
+    return name, state
+
+
+def rebuild_state(tag: dict[str, Any], value: Callable[[Any], Any]) -> Any:
+    """The receiver's object for a ``{"$state": name, "fields": ...}`` tag, each field decoded
+    by ``value``; unknown classes or fields, and arguments the constructor refuses, raise."""
+    cls = _stateful_class(str(tag["$state"]))
+    given = tag.get("fields")
+    if type(given) is not dict:
+        raise CodecError(f"a {cls.__qualname__} whose fields are not an object")
+    extra = sorted(set(given) - set(vars(cls)["_grading_fields"]))
+    if extra:
+        raise CodecError(f"a {cls.__qualname__} with fields it does not describe: {extra[:5]}")
+    values = {str(k): value(v) for k, v in given.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise CodecError(f"a {cls.__qualname__} its constructor refuses: {str(err)[:200]}") from None
 
 
 def _named(cls: type) -> bool:
@@ -812,6 +873,14 @@ def _result(value: Any, call: _Call | None) -> Any:
             tag = None  # too large, or a field that cannot cross: a handle instead
         if tag is not None:
             return tag
+        described = grading_state(obj)
+        if described is not None:
+            try:
+                fields = {k: encode(v, other, budget) for k, v in described[1].items()}
+            except CodecError:
+                fields = None  # a field that cannot cross: a handle instead
+            if fields is not None:
+                return {"$state": described[0], "fields": fields}
         if isinstance(obj, torch.nn.Module):
             desc = describe_module(obj, budget)
             return {"$remote": _keep(obj), "kind": "module", "training": bool(obj.training), "desc": desc}
@@ -1153,6 +1222,8 @@ class Peer:
                 if kind == "function":
                     return RemoteFunction(self, handle, str(tag.get("name", "function"))[:100])
                 return RemoteObject(self, handle, str(tag.get("name", "object"))[:100])
+            if "$state" in tag:
+                return rebuild_state(tag, lambda v: decode(v, other))
             raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
 
         return decode(data, other)

@@ -6,7 +6,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -228,6 +228,56 @@ class DriftMonitor:
         if self.kind == "image" and self.thresholds["mmd_p"] is not None:
             self._ref_embedding = self._embed(self._subsample(x))
             self._bandwidth = median_bandwidth(self._ref_embedding)
+        self._settings = {  # the constructor's arguments, for _grading_state
+            "kind": self.kind,
+            "window": window,
+            "ks_alpha": ks_alpha,
+            "psi_threshold": psi_threshold,
+            "mmd_alpha": mmd_alpha,
+            "prediction_alpha": prediction_alpha,
+            "prediction_psi_threshold": prediction_psi_threshold,
+            "patience": patience,
+            "bins": bins,
+            "permutations": permutations,
+            "max_samples": max_samples,
+        }
+
+    # ----------------------------------------------------------------- grading
+    # A monitor that has seen no traffic yet crosses from a learner's kernel to the grader as
+    # these constructor arguments (labkit.course.remote), which the grader's own class validates.
+    _grading_fields: ClassVar[tuple[str, ...]] = (
+        "reference",
+        "model",
+        "feature_names",
+        "embedder",
+        "on_alert",
+        "kind",
+        "window",
+        "ks_alpha",
+        "psi_threshold",
+        "mmd_alpha",
+        "prediction_alpha",
+        "prediction_psi_threshold",
+        "patience",
+        "bins",
+        "permutations",
+        "max_samples",
+    )
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this monitor, or ``None`` once it has seen a
+        batch, or when it draws random samples (a generator's or the global state is not described)."""
+        sampled = self._ref_embedding is not None and self.reference.shape[0] > self.max_samples
+        if self.history or self.alerts or self._buffer or self.generator is not None or sampled:
+            return None
+        return {
+            "reference": self.reference,
+            "model": self.model,
+            "feature_names": self.feature_names or None,
+            "embedder": self.embedder,
+            "on_alert": self.on_alert,
+            **self._settings,
+        }
 
     # ----------------------------------------------------------------- helpers
     @staticmethod

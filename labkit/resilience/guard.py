@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -199,6 +199,50 @@ class GuardedModel:
         self.log = AuditLog()
         self.batch_size = batch_size
         self._next = 0
+        # the breaker and queue when the guard made them itself (see _grading_state)
+        self._made = (self.breaker, self.queue) if breaker is None and queue is None else None
+
+    # ----------------------------------------------------------------- grading
+    # A guard that has served nothing yet crosses from a learner's kernel to the grader as these
+    # constructor arguments (labkit.course.remote), which the grader's own class validates.
+    _grading_fields: ClassVar[tuple[str, ...]] = (
+        "primary",
+        "fallback",
+        "input_shape",
+        "value_range",
+        "score",
+        "temperature",
+        "threshold",
+        "clock",
+        "batch_size",
+    )
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this guard, or ``None`` once it has served,
+        logged or queued anything or was given its own breaker or queue (state they do not hold)."""
+        fresh = (
+            self._next == 0
+            and len(self.log) == 0
+            and self._made is not None
+            and self.breaker is self._made[0]
+            and self.queue is self._made[1]
+            and len(self.queue) == 0
+            and self.breaker.state == "closed"
+            and not self.breaker.transitions
+        )
+        if not fresh:
+            return None
+        return {
+            "primary": self.primary,
+            "fallback": self.fallback,
+            "input_shape": self.input_shape,
+            "value_range": self.value_range,
+            "score": self.score,
+            "temperature": self.temperature,
+            "threshold": self.threshold,
+            "clock": None if self.clock is time.monotonic else self.clock,
+            "batch_size": self.batch_size,
+        }
 
     # ----------------------------------------------------------------- threshold
     def set_threshold(self, threshold: float) -> None:

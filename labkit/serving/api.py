@@ -18,7 +18,7 @@ import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -261,6 +261,40 @@ class PredictionAPI:
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.batch_size = _check_positive_int(batch_size, "batch_size")
         self.reset()
+
+    # ------------------------------------------------------------------ grading
+    # An API that has answered nothing yet crosses from a learner's kernel to the grader as these
+    # constructor arguments (labkit.course.remote), which the grader's own class validates.
+    _grading_fields: ClassVar[tuple[str, ...]] = (
+        "model",
+        "output",
+        "k",
+        "rounding",
+        "rate_limit",
+        "burst",
+        "query_budget",
+        "log",
+        "clock",
+        "batch_size",
+    )
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this API, or ``None`` once it has been called
+        (its counters, log and token bucket are not described)."""
+        if self.calls or self.queries_used or self.log.records or self._tokens != float(self.burst):
+            return None
+        return {
+            "model": self.model,
+            "output": self.output,
+            "k": self.k,
+            "rounding": self.rounding,
+            "rate_limit": self.rate_limit,
+            "burst": None if self.rate_limit is None else self.burst,
+            "query_budget": self.query_budget,
+            "log": self.logging,
+            "clock": None if self.clock is time.monotonic else self.clock,
+            "batch_size": self.batch_size,
+        }
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
