@@ -241,3 +241,19 @@ def test_grading_state_describes_only_an_api_that_has_answered_nothing() -> None
         remote.rebuild_state({"$state": described[0], "fields": forged}, lambda v: v)
     with pytest.raises(remote.CodecError, match="constructor refuses"):  # not a LabModel: no contract
         remote.rebuild_state({"$state": described[0], "fields": {**described[1], "model": net}}, lambda v: v)
+
+
+def test_state_fields_count_against_the_codecs_depth_and_item_caps() -> None:
+    """A ``$state`` tag's fields are decoded at the tag's depth with the running item count, so
+    nesting tags inside fields cannot reset the caps."""
+    nested: Any = 1
+    for _ in range(remote.MAX_DEPTH + 2):
+        nested = {"$state": "labkit.resilience.guard:GuardedModel", "fields": {"primary": nested}}
+    with pytest.raises(remote.CodecError, match="nested deeper"):
+        remote.decode(nested, None)
+    many = {
+        "$state": "labkit.resilience.guard:GuardedModel",
+        "fields": {"primary": [0] * (remote.MAX_ITEMS + 1)},
+    }
+    with pytest.raises(remote.CodecError, match="items|values"):
+        remote.decode({"$tuple": [many]}, None)

@@ -302,6 +302,8 @@ def decode(
             return cls(**values)
         except (TypeError, ValueError) as err:  # the class's own constructor refused the fields
             raise CodecError(f"a {cls.__qualname__} its constructor refuses: {str(err)[:200]}") from None
+    if "$state" in data:  # its fields count against the same depth and item caps as the rest
+        return rebuild_state(data, lambda v: decode(v, other, depth + 1, budget))
     _ = np
     if other is None:
         raise CodecError(f"unexpected tag {sorted(data)[:1]}")
@@ -1222,8 +1224,6 @@ class Peer:
                 if kind == "function":
                     return RemoteFunction(self, handle, str(tag.get("name", "function"))[:100])
                 return RemoteObject(self, handle, str(tag.get("name", "object"))[:100])
-            if "$state" in tag:
-                return rebuild_state(tag, lambda v: decode(v, other))
             raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
 
         return decode(data, other)
