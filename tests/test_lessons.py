@@ -87,14 +87,64 @@ def _graded_for_certification(slug: str, notebook: Path, tmp_path: Path) -> lk.c
     return result
 
 
+HARMLESS = "a harmless warning from correct code"
+
+
+def _with_harmless_warnings(source: str) -> str:
+    """``source`` with a line on stderr when it runs, and a ``UserWarning`` at the start of every
+    function and method it defines, as a PyTorch or NumPy warning from correct code would print."""
+    import ast
+
+    lines = source.splitlines()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        functions += [n for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    starts = []
+    for fn in functions:
+        body = fn.body
+        has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+        first = body[1] if has_doc and len(body) > 1 else body[0]
+        if first.lineno > fn.lineno and not (has_doc and len(body) == 1):  # not a one-line def
+            starts.append((first.lineno, first.col_offset))
+    for lineno, col in sorted(starts, reverse=True):
+        lines.insert(lineno - 1, " " * col + f'__import__("warnings").warn("{HARMLESS}", stacklevel=1)')
+    lines.append(f'print("{HARMLESS}", file=__import__("sys").stderr)')
+    return "\n".join(lines)
+
+
+def test_harmless_warnings_are_inserted_where_correct_code_would_print_them() -> None:
+    source = 'import torch\n\ndef f(x):\n    """Doc."""\n    return x\n\nclass A:\n    def g(self):\n        return 1\n'
+    changed = _with_harmless_warnings(source)
+    namespace: dict[str, object] = {}
+    with pytest.warns(UserWarning, match=HARMLESS):
+        exec(compile(changed, "<cell>", "exec"), namespace)
+        assert namespace["f"](3) == 3  # type: ignore[operator]
+        assert namespace["A"]().g() == 1  # type: ignore[operator]
+    assert changed.count("warnings") == 2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", READY)
 def test_reference_gets_full_marks_as_certification_grades_it(
     slug: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The reference keeps full marks under ``labkit grade``, with every one of its functions
+    printing a warning on stderr when called: output that correct code prints never costs
+    points (nbgrader alone zeroes a test cell with any stderr output)."""
     monkeypatch.setenv("LABKIT_COHORT_SECRET", TEST_COHORT_SECRET)
     lesson = COURSE.lesson(slug)
-    ref = _graded_for_certification(slug, ROOT / "solutions" / slug / str(lesson.notebook), tmp_path)
+    nb = nbformat.read(ROOT / "solutions" / slug / str(lesson.notebook), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = _with_harmless_warnings(cell.source)
+    noisy = tmp_path / "noisy" / str(lesson.notebook)
+    noisy.parent.mkdir()
+    nbformat.write(nb, noisy)
+    ref = _graded_for_certification(slug, noisy, tmp_path)
     cells = ", ".join(f"{c.grade_id}={c.score:g}/{c.max_score:g}" for c in ref.cells if c.autograded)
     print(f"\n{slug} reference: {ref.auto_score:g}/{ref.auto_max:g} autograded points ({cells})")
     assert ref.auto_max > 0, "a lesson needs autograded points"
