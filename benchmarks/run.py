@@ -20,6 +20,8 @@ certify: ``labkit.eval.certify`` (randomized smoothing, samples batched across i
 a loop over inputs as in Cohen et al.'s reference code, in noisy samples per second.
 signs: generating the procedural traffic signs against decoding the same number of PNG images
 with PIL (what loading a folder of real 32x32 images would cost).
+transactions: generating the synthetic fraud table against parsing the same rows from CSV text
+with NumPy (what loading a real export would cost).
 """
 
 from __future__ import annotations
@@ -311,6 +313,24 @@ def bench_signs(n: int, repeat: int) -> list[Row]:
     return [Row(f"generate {n} signs", n / ours, f"decode {n} PNGs with PIL", n / peer, "images/s")]
 
 
+def bench_transactions(n: int, repeat: int) -> list[Row]:
+    from labkit.data.transactions import load_transactions
+
+    table = load_transactions("train", n, seed=5)
+    rows = np.column_stack([table.x.numpy(), table.y.numpy()])
+    text = "\n".join(",".join(f"{v:.6g}" for v in row) for row in rows)
+
+    def generate() -> None:
+        load_transactions("train", n, seed=6)
+
+    def parse() -> None:
+        arr = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float32)
+        torch.from_numpy(arr[:, :-1]), torch.from_numpy(arr[:, -1].astype(np.int64))
+
+    ours, peer = _time_pair(generate, parse, repeat)
+    return [Row(f"generate {n} transactions", n / ours, f"parse {n} CSV rows", n / peer, "rows/s")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (CI smoke run)")
@@ -332,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += bench_corruptions(n_images, repeat)
     rows += bench_certify(n_cert, n_samples, repeat)
     rows += bench_signs(n_images, repeat)
+    rows += bench_transactions(2_000 if args.quick else 200_000, repeat)
     print(f"| {'labkit':<36} | {'rate':>10} | {'peer':<26} | {'rate':>10} | {'ratio':>6} | unit |")
     print("|" + "---|" * 6)
     for r in rows:

@@ -27,7 +27,15 @@ def test_run_py_quick_prints_one_row_per_benchmark_with_a_ratio(
     assert _load(root, "run", monkeypatch).main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "load average" in out
-    for name in ("train 1 epoch", "PGD-AT 1 epoch", "FGSM-RS 1 epoch", "corruption_benchmark", "certify"):
+    rows = (
+        "train 1 epoch",
+        "PGD-AT 1 epoch",
+        "FGSM-RS 1 epoch",
+        "corruption_benchmark",
+        "certify",
+        "generate",
+    )
+    for name in rows:
         row = next((line for line in out.splitlines() if line.startswith(f"| {name}")), None)
         assert row is not None, f"no row for {name}"
         assert re.search(r"\| +\d+\.\d\dx \|", row), f"no ratio in {row!r}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -160,9 +158,12 @@ def test_bad_option_through_registry() -> None:
         lk.data.load("transactions", n=100, drfit=0.5)
 
 
-def test_large_request_is_fast() -> None:
-    load_transactions("train", 1000)  # warm up imports
-    start = time.perf_counter()
+def test_large_request_is_complete_and_reproducible() -> None:
+    """200,000 rows come back whole and the same for the same seed (its speed is compared with
+    parsing the same rows from CSV in benchmarks/run.py, not timed here)."""
     data = load_transactions("train", 200_000, seed=5)
-    assert len(data) == 200_000
-    assert time.perf_counter() - start < 2.0
+    again = load_transactions("train", 200_000, seed=5)
+    assert len(data) == 200_000 and data.x.shape[0] == data.y.shape[0] == 200_000
+    assert torch.equal(data.x, again.x) and torch.equal(data.y, again.y)
+    assert bool(torch.isfinite(data.x).all())
+    assert set(data.y.unique().tolist()) == {0, 1}
