@@ -25,9 +25,10 @@ import pytest
 import yaml
 
 import labkit as lk
+from labkit.course import integrity
 from labkit.course.classroom import ClassGrades, LessonGrade, _Template, _validate
 from labkit.course.grading import CellScore
-from labkit.course.sandbox import Limits, _integrity
+from labkit.course.sandbox import Limits
 from labkit.course.submissions import Submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,25 +312,25 @@ def test_integrity_check_spots_replaced_functions(monkeypatch: pytest.MonkeyPatc
 
     shell = _Shell()
     shell.user_ns.update({"lk": lk, "np": np, "torch": torch})
-    assert _integrity(shell, snapshot=True) == ""
-    assert _integrity(shell) == ""
+    assert integrity.check(shell, snapshot=True) == ""
+    assert integrity.check(shell) == ""
     monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
-    assert "numpy.allclose" in _integrity(shell)
+    assert "numpy.allclose" in integrity.check(shell)
     monkeypatch.undo()
-    assert _integrity(shell) == ""
+    assert integrity.check(shell) == ""
     monkeypatch.setattr(lk.course, "check_answer", lambda *a, **k: True)
-    assert "labkit.course.check_answer" in _integrity(shell)
+    assert "labkit.course.check_answer" in integrity.check(shell)
     monkeypatch.undo()
     import builtins
 
     monkeypatch.setattr(builtins, "AssertionError", type("AssertionError", (Exception,), {}))
-    assert "builtins.AssertionError" in _integrity(shell)
+    assert "builtins.AssertionError" in integrity.check(shell)
     monkeypatch.undo()
     shell.user_ns["lk"] = object()
-    assert "the name 'lk'" in _integrity(shell)
+    assert "the name 'lk'" in integrity.check(shell)
     shell.user_ns["lk"] = lk
     shell.custom_exceptions = (Exception,)
-    assert "set_custom_exc" in _integrity(shell)
+    assert "set_custom_exc" in integrity.check(shell)
 
 
 # --------------------------------------------------------------------------------------------

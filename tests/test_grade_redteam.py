@@ -29,12 +29,11 @@ from labkit.course.classroom import ClassGrades, LessonGrade
 from labkit.course.sandbox import (
     Limits,
     _sandbox_env,
-    _strict_score,
-    _test_feedback_class,
     kernel_sandbox_argv,
     sandbox_problem,
     seccomp_filter,
 )
+from labkit.course.scoring import strict_score, test_feedback_class
 from labkit.course.submissions import MAX_NOTEBOOK_BYTES, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,7 +100,7 @@ STDERR = {"output_type": "stream", "name": "stderr", "text": "UserWarning: harml
 def test_test_cells_score_on_the_reply_not_on_what_they_show(
     source: str, outputs: list[dict[str, Any]], reply: str | None, score: float
 ) -> None:
-    assert _strict_score(_cell(source, outputs), reply) == score
+    assert strict_score(_cell(source, outputs), reply) == score
 
 
 def test_feedback_cuts_tracebacks_at_the_hidden_boundary() -> None:
@@ -132,7 +131,7 @@ def test_feedback_cuts_tracebacks_at_the_hidden_boundary() -> None:
         ],
     )
     visible_fail.execution_count = 8
-    pre = _test_feedback_class()()
+    pre = test_feedback_class()()
     # nbconvert runs a preprocessor only when it is enabled: a disabled one would leave whole
     # tracebacks in the feedback, and the feedback would then be withheld from every failing learner.
     assert pre.enabled
