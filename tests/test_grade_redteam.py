@@ -26,9 +26,9 @@ import yaml
 
 import labkit as lk
 from labkit.course.classroom import ClassGrades, LessonGrade
+from labkit.course.jail import _sandbox_env
 from labkit.course.sandbox import (
     Limits,
-    _sandbox_env,
     kernel_sandbox_argv,
     sandbox_problem,
     seccomp_filter,

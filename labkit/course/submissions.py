@@ -97,10 +97,10 @@ def _extract(archive: Path, dest: Path, problems: list[Problem] | None) -> Path:
     import subprocess
     import sys
 
-    from labkit.course.sandbox import _ENTRY_FAST
+    from labkit.course.jail import LAUNCHER
 
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-c", ";".join(_ENTRY_FAST), "unzip", str(archive), str(dest)]
+    cmd = [sys.executable, "-c", ";".join(LAUNCHER), "unzip", str(archive), str(dest)]
     cmd += [str(MAX_NOTEBOOK_BYTES), str(MAX_ZIP_BYTES), str(MAX_ZIP_RATIO)]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
