@@ -518,6 +518,18 @@ def set_limit(name: str, value: int) -> None:
         resource.setrlimit(res, (value, value))
 
 
+def _seccomp_fd() -> int | None:
+    """A memory file holding :func:`seccomp_filter` for bubblewrap's ``--seccomp``, or None
+    where this machine has no filter."""
+    seccomp = seccomp_filter()
+    if seccomp is None:
+        return None
+    fd = os.memfd_create("labkit-seccomp", 0)
+    os.write(fd, seccomp)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 def kernel_main(argv: list[str]) -> None:
     """The kernel spec's command (in the worker's account): set the limits, then exec bubblewrap
     with the kernel inside (or, trusting the submissions, the kernel itself)."""
@@ -559,12 +571,7 @@ def kernel_main(argv: list[str]) -> None:
         os.execv(sys.executable, [*inner, *rest])
     bwrap = str(config["bwrap"])
     conn_fd = os.open(connection, os.O_RDONLY | os.O_NOFOLLOW)
-    seccomp = seccomp_filter()
-    seccomp_fd = None
-    if seccomp is not None:
-        seccomp_fd = os.memfd_create("labkit-seccomp", 0)
-        os.write(seccomp_fd, seccomp)
-        os.lseek(seccomp_fd, 0, os.SEEK_SET)
+    seccomp_fd = _seccomp_fd()
     rest = [SANDBOX_CONNECTION if a == connection else a for a in rest]
     argv_bwrap = kernel_sandbox_argv(
         connection_fd=conn_fd,
@@ -619,12 +626,7 @@ def probe(argv: list[str]) -> int:
     r, w = os.pipe()
     os.write(w, b"{}")
     os.close(w)
-    seccomp = seccomp_filter()
-    sfd = None
-    if seccomp is not None:
-        sfd = os.memfd_create("labkit-seccomp", 0)
-        os.write(sfd, seccomp)
-        os.lseek(sfd, 0, os.SEEK_SET)
+    sfd = _seccomp_fd()
     argv_bwrap = kernel_sandbox_argv(
         connection_fd=r,
         seccomp_fd=sfd,
