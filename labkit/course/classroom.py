@@ -4,24 +4,27 @@
 once in a scratch course, grades every submission in a worker of its own
 (:mod:`labkit.course.sandbox`), checks what each worker reports against the lesson's gradebook
 entries, and only then writes the grades CSV, the feedback and the instructor's gradebook.
+The grades it returns (:class:`~labkit.course.class_grades.ClassGrades`, with the CSVs and the
+summary) live in :mod:`labkit.course.class_grades` and the grader's pass over the feedback HTML
+in :mod:`labkit.course.feedback`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labkit.course.class_grades import ClassGrades, LessonGrade
+from labkit.course.feedback import sanitize_feedback
 from labkit.course.grading import CellScore, GradingError, _api, _check, _stage
 from labkit.course.manifest import Course, Lesson
 from labkit.course.sandbox import (
@@ -52,26 +55,6 @@ class SandboxUnavailable(ValueError):
 
 
 @dataclass
-class LessonGrade:
-    """The outcome for one learner and one lesson."""
-
-    student: str
-    lesson: str
-    status: str  # "graded" or "error"
-    score: float
-    max_score: float
-    reason: str = ""
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    cells: list[CellScore] = field(default_factory=list)
-    feedback_html: str = ""
-
-    @property
-    def fraction(self) -> float:
-        return self.score / self.max_score if self.max_score else 0.0
-
-
-@dataclass
 class _Template:
     lesson: Lesson
     root: Path
@@ -84,140 +67,6 @@ class _Template:
     @property
     def max_score(self) -> float:
         return sum(m for m, _ in self.cells.values())
-
-
-@dataclass
-class ClassGrades:
-    """Grades of a class for the lessons graded in one run."""
-
-    course: Course
-    lessons: list[Lesson]
-    results: list[LessonGrade]
-    wall_seconds: float = 0.0
-    isolation: list[str] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def students(self) -> list[str]:
-        return sorted({r.student for r in self.results} | {p.student for p in self.problems})
-
-    def get(self, student: str, lesson: str) -> LessonGrade | None:
-        for r in self.results:
-            if r.student == student and lesson in (r.lesson, self.course.lesson(r.lesson).id):
-                return r
-        return None
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per learner: totals, per-lesson and per-concept fractions, problems."""
-        concepts = sorted({c for ls in self.lessons for c in ls.concepts})
-        rows = []
-        for student in self.students:
-            row: dict[str, Any] = {"student": student}
-            earned = possible = 0.0
-            per_concept: dict[str, list[float]] = {c: [0.0, 0.0] for c in concepts}
-            notes = []
-            for ls in self.lessons:
-                grade = self.get(student, ls.slug)
-                score = grade.score if grade else 0.0
-                top = grade.max_score if grade and grade.max_score else float(ls.points)
-                earned += score
-                possible += top
-                row[f"lesson:{ls.slug}"] = round(score / top, 4) if top else 0.0
-                row[f"points:{ls.slug}"] = round(score, 2)
-                for c in ls.concepts:
-                    per_concept[c][0] += score
-                    per_concept[c][1] += top
-                if grade is None:
-                    notes.append(f"{ls.slug}: no submission")
-                elif grade.status != "graded":
-                    notes.append(f"{ls.slug}: {grade.reason}")
-                elif grade.reason:
-                    notes.append(f"{ls.slug}: {grade.reason}")
-            notes += [_problem_text(p) for p in self.problems if p.student == student]
-            row["points"] = round(earned, 2)
-            row["max_points"] = round(possible, 2)
-            row["percent"] = round(100 * earned / possible, 1) if possible else 0.0
-            for c in concepts:
-                got, top = per_concept[c]
-                row[f"concept:{c}"] = round(got / top, 4) if top else 0.0
-            row["notes"] = "; ".join(notes)
-            rows.append(row)
-        return rows
-
-    def write_csv(self, path: str | Path) -> Path:
-        """The grades CSV: one row per learner (see :meth:`rows`)."""
-        out = Path(path)
-        rows = self.rows()
-        head = ["student", "points", "max_points", "percent"]
-        if rows:
-            head += [k for k in rows[0] if k not in head]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=head)
-            writer.writeheader()
-            writer.writerows({k: _csv_safe(v) for k, v in row.items()} for row in rows)
-        return out
-
-    def write_submissions_csv(self, path: str | Path) -> Path:
-        """One row per submission: status, score, reason, warnings and grading time."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(
-                ["student", "lesson", "status", "score", "max_score", "reason", "warnings", "seconds"]
-            )
-            for r in self.results:
-                fields = [r.student, r.lesson, r.status, f"{r.score:g}", f"{r.max_score:g}", r.reason]
-                fields += ["; ".join(r.warnings), f"{r.seconds:.1f}"]
-                writer.writerow([_csv_safe(f) for f in fields])
-            for p in self.problems:
-                writer.writerow(
-                    [_csv_safe(f) for f in (p.student, "", "error", "0", "0", _problem_text(p), "", "0")]
-                )
-        return out
-
-    def summary(self) -> str:
-        """A Markdown table per lesson: how many graded, failed, and the score distribution."""
-        lines = [
-            "| lesson | graded | errors | mean | median | min | max | s/submission |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for ls in self.lessons:
-            mine = [r for r in self.results if r.lesson == ls.slug]
-            ok = [r for r in mine if r.status == "graded"]
-            pct = [100 * r.fraction for r in mine]
-            secs = [r.seconds for r in ok]
-
-            def fmt(values: list[float], fn: Any) -> str:
-                return f"{fn(values):.0f}%" if values else "-"
-
-            lines.append(
-                f"| {ls.slug} | {len(ok)} | {len(mine) - len(ok)} | {fmt(pct, statistics.mean)} | "
-                f"{fmt(pct, statistics.median)} | {fmt(pct, min)} | {fmt(pct, max)} | "
-                f"{(statistics.mean(secs) if secs else 0):.1f} |"
-            )
-        if self.problems:
-            lines.append(
-                f"\n{len(self.problems)} entr{'y' if len(self.problems) == 1 else 'ies'} not graded:"
-            )
-            lines += [f"- {p.student}: {_problem_text(p)}" for p in self.problems]
-        return "\n".join(lines)
-
-    def _repr_markdown_(self) -> str:
-        return self.summary()
-
-
-def _problem_text(problem: Problem) -> str:
-    return problem.reason if problem.entry in problem.reason else f"{problem.entry}: {problem.reason}"
-
-
-def _csv_safe(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: strings that would start a formula (``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return) get a leading ``'``; numbers stay numbers."""
-    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
-        return "'" + value
-    return value
 
 
 def _build_template(course: Course, lesson: Lesson, root: Path, profile: str | None) -> _Template:
@@ -239,89 +88,6 @@ def _build_template(course: Course, lesson: Lesson, root: Path, profile: str | N
 
 def _is_solution(nb: Any, name: str) -> bool:
     return any(s.name == name for s in nb.solution_cells)
-
-
-_FEEDBACK_TAGS = frozenset(
-    "a abbr b blockquote br caption code col colgroup dd del details div dl dt em figcaption figure "
-    "h1 h2 h3 h4 h5 h6 hr i img ins kbd li main mark meta ol p pre s samp section small span strong "
-    "style sub summary sup table tbody td tfoot th thead title tr u ul".split()
-)
-
-
-def _feedback_attribute(tag: str, name: str, value: str) -> bool:
-    if name in (
-        "class",
-        "id",
-        "title",
-        "lang",
-        "dir",
-        "align",
-        "colspan",
-        "rowspan",
-        "alt",
-        "width",
-        "height",
-    ):
-        return True
-    if tag == "a" and name == "href":
-        return value.startswith(("http://", "https://", "mailto:", "#"))
-    if tag == "img" and name == "src":
-        return value.startswith(("data:image/png;", "data:image/jpeg;", "data:image/gif;", "https://"))
-    return tag == "meta" and name == "charset"
-
-
-def sanitize_feedback(html: str) -> str:
-    """Feedback HTML safe to show on the instructor's origin (formgrader): no script elements
-    (learner ``<script>`` and nbconvert's own), no event handlers, no ``javascript:`` or
-    ``data:`` links, only an allow-list of tags and attributes (bleach). The worker already asks
-    nbconvert to sanitise learner HTML; this is the grader's own pass over what comes back.
-    """
-    from html.parser import HTMLParser
-
-    import bleach
-
-    class DropScripts(HTMLParser):
-        def __init__(self) -> None:
-            super().__init__(convert_charrefs=False)
-            self.out: list[str] = []
-            self.depth = 0
-
-        def handle_starttag(self, tag: str, attrs: Any) -> None:
-            if tag == "script":
-                self.depth += 1
-            elif not self.depth:
-                self.out.append(self.get_starttag_text() or "")
-
-        handle_startendtag = handle_starttag
-
-        def handle_endtag(self, tag: str) -> None:
-            if tag == "script":
-                self.depth = max(0, self.depth - 1)
-            elif not self.depth:
-                self.out.append(f"</{tag}>")
-
-        def handle_data(self, data: str) -> None:
-            if not self.depth:
-                self.out.append(data)
-
-        def handle_entityref(self, name: str) -> None:
-            self.handle_data(f"&{name};")
-
-        def handle_charref(self, name: str) -> None:
-            self.handle_data(f"&#{name};")
-
-    parser = DropScripts()
-    parser.feed(html)
-    parser.close()
-    cleaned: str = bleach.clean(
-        "".join(parser.out),
-        tags=_FEEDBACK_TAGS,
-        attributes=_feedback_attribute,
-        protocols={"http", "https", "mailto", "data"},
-        strip=True,
-        strip_comments=True,
-    )
-    return "<!DOCTYPE html>\n" + cleaned
 
 
 def _validate(raw: dict[str, Any], sub: Submission, tpl: _Template) -> LessonGrade:
