@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from labkit.course import remote
+from labkit.course import checker_side, codec, remote
 from labkit.monitoring import DriftMonitor
 from labkit.resilience import GuardedModel, ManualClock
 from labkit.serving import PredictionAPI
@@ -63,14 +63,14 @@ def checker() -> Iterator[dict[str, Any]]:
     km.start_kernel()
     kc = km.client()
     kc.start_channels()
-    saved = (remote._user_ns, list(remote._PEER), dict(remote._SHARED))
+    saved = (checker_side.user_ns, list(checker_side._PEER), dict(checker_side._SHARED))
     try:
         kc.wait_for_ready(timeout=120)
         reply = kc.execute_interactive(LEARNER, timeout=120, output_hook=lambda m: None)
         assert reply["content"]["status"] == "ok"
         ns: dict[str, Any] = {"clock": ManualClock(start=1.0)}
-        remote._user_ns = lambda: ns
-        remote._PEER[:] = [remote.Peer(km.connection_file, 30)]
+        checker_side.user_ns = lambda: ns
+        checker_side._PEER[:] = [remote.Peer(km.connection_file, 30)]
         learner = [
             "now",
             "is_shared_clock",
@@ -83,9 +83,9 @@ def checker() -> Iterator[dict[str, Any]]:
         assert remote.bind(learner, ["clock", "not_in_the_checker"]) == ""
         yield ns
     finally:
-        remote._user_ns, remote._PEER[:] = saved[0], saved[1]
-        remote._SHARED.clear()
-        remote._SHARED.update(saved[2])
+        checker_side.user_ns, checker_side._PEER[:] = saved[0], saved[1]
+        checker_side._SHARED.clear()
+        checker_side._SHARED.update(saved[2])
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
@@ -93,7 +93,7 @@ def checker() -> Iterator[dict[str, Any]]:
 def test_a_shared_object_goes_by_reference(checker: dict[str, Any]) -> None:
     assert checker["is_shared_clock"](checker["clock"]) is True
     assert checker["now"](checker["clock"]) == 1.0
-    assert "not_in_the_checker" not in remote._SHARED
+    assert "not_in_the_checker" not in checker_side._SHARED
 
 
 def test_a_name_the_test_rebinds_does_not_send_its_new_object_by_reference(checker: dict[str, Any]) -> None:
@@ -146,7 +146,7 @@ def test_a_look_alike_class_does_not_cross_as_the_labkit_class(checker: dict[str
     ("tag", "why"),
     [
         ({"$state": "labkit.resilience.breaker:ManualClock", "fields": {}}, "does not describe its state"),
-        ({"$state": "labkit.course.remote:Peer", "fields": {}}, "may cross"),
+        ({"$state": "labkit.course.checker_side:Peer", "fields": {}}, "may cross"),
         ({"$state": "builtins:dict", "fields": {}}, "may cross"),
         ({"$state": "labkit.resilience.guard:_private", "fields": {}}, "public"),
         ({"$state": "labkit.resilience.guard:GuardedModel", "fields": []}, "not an object"),
@@ -162,8 +162,8 @@ def test_a_look_alike_class_does_not_cross_as_the_labkit_class(checker: dict[str
     ],
 )
 def test_forged_state_is_refused(tag: dict[str, Any], why: str) -> None:
-    with pytest.raises(remote.CodecError, match=why):
-        remote.rebuild_state(tag, lambda v: remote.decode(v, None))
+    with pytest.raises(codec.CodecError, match=why):
+        codec.rebuild_state(tag, lambda v: codec.decode(v, None))
 
 
 def test_grading_state_describes_only_a_fresh_guard_of_the_real_class() -> None:
@@ -171,20 +171,20 @@ def test_grading_state_describes_only_a_fresh_guard_of_the_real_class() -> None:
         return x
 
     guard = GuardedModel(model, input_shape=(2,), value_range=None, threshold=0.5)
-    described = remote.grading_state(guard)
+    described = codec.grading_state(guard)
     assert described is not None and described[0] == "labkit.resilience.guard:GuardedModel"
     assert described[1]["primary"] is model and described[1]["clock"] is None
-    rebuilt = remote.rebuild_state({"$state": described[0], "fields": described[1]}, lambda v: v)
+    rebuilt = codec.rebuild_state({"$state": described[0], "fields": described[1]}, lambda v: v)
     assert type(rebuilt) is GuardedModel and rebuilt.threshold == 0.5 and rebuilt.primary is model
     guard.queue.listeners.clear()
     guard.breaker.record(error=True)
     guard.breaker.record(error=True)
     guard.breaker.record(error=True)
-    assert guard.breaker.state != "closed" and remote.grading_state(guard) is None, (
+    assert guard.breaker.state != "closed" and codec.grading_state(guard) is None, (
         "a tripped breaker is state"
     )
     assert (
-        remote.grading_state(GuardedModel(model, input_shape=(2,), value_range=None, queue=guard.queue))
+        codec.grading_state(GuardedModel(model, input_shape=(2,), value_range=None, queue=guard.queue))
         is None
     )
 
@@ -202,17 +202,17 @@ def test_a_fresh_monitor_is_rebuilt_by_the_checkers_class(checker: dict[str, Any
 def test_grading_state_describes_only_a_monitor_that_has_seen_nothing() -> None:
     reference = torch.randn(100, 2, generator=torch.Generator().manual_seed(1))
     monitor = DriftMonitor(reference, window=40, ks_alpha=0.05, patience=2)
-    described = remote.grading_state(monitor)
+    described = codec.grading_state(monitor)
     assert described is not None and described[0] == "labkit.monitoring.monitor:DriftMonitor"
-    rebuilt = remote.rebuild_state({"$state": described[0], "fields": described[1]}, lambda v: v)
+    rebuilt = codec.rebuild_state({"$state": described[0], "fields": described[1]}, lambda v: v)
     assert (rebuilt.window, rebuilt.patience, rebuilt.thresholds) == (40, 2, monitor.thresholds)
     assert rebuilt.feature_names == monitor.feature_names
     monitor.update(reference[:20])
-    assert remote.grading_state(monitor) is None, "its history is state the description does not hold"
+    assert codec.grading_state(monitor) is None, "its history is state the description does not hold"
     seeded = DriftMonitor(reference, generator=torch.Generator().manual_seed(0))
-    assert remote.grading_state(seeded) is None, "a generator's state is not described"
-    with pytest.raises(remote.CodecError, match="constructor refuses"):
-        remote.rebuild_state({"$state": described[0], "fields": {**described[1], "window": 1}}, lambda v: v)
+    assert codec.grading_state(seeded) is None, "a generator's state is not described"
+    with pytest.raises(codec.CodecError, match="constructor refuses"):
+        codec.rebuild_state({"$state": described[0], "fields": {**described[1], "window": 1}}, lambda v: v)
 
 
 def test_grading_state_describes_only_an_api_that_has_answered_nothing() -> None:
@@ -222,9 +222,9 @@ def test_grading_state_describes_only_an_api_that_has_answered_nothing() -> None
     model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=3).eval()
     clock = ManualClock()
     api = PredictionAPI(model, output="label", rate_limit=1.0, burst=10, query_budget=50, clock=clock)
-    described = remote.grading_state(api)
+    described = codec.grading_state(api)
     assert described is not None and described[0] == "labkit.serving.api:PredictionAPI"
-    rebuilt = remote.rebuild_state({"$state": described[0], "fields": described[1]}, lambda v: v)
+    rebuilt = codec.rebuild_state({"$state": described[0], "fields": described[1]}, lambda v: v)
     assert type(rebuilt) is PredictionAPI and rebuilt.clock is clock and rebuilt.model is model
     settings = ("output", "rate_limit", "burst", "query_budget", "queries_left")
     assert [getattr(rebuilt, a) for a in settings] == [getattr(api, a) for a in settings]
@@ -233,27 +233,27 @@ def test_grading_state_describes_only_an_api_that_has_answered_nothing() -> None
     assert isinstance(answer, torch.Tensor) and torch.equal(answer, model.predict(x))
     with pytest.raises(lk.serving.RateLimitExceeded):
         rebuilt(x[:1])  # the rebuilt bucket holds the same burst, spent by the call above
-    assert remote.grading_state(rebuilt) is None, "its counters and log are not described"
-    unlimited = remote.grading_state(PredictionAPI(model))
+    assert codec.grading_state(rebuilt) is None, "its counters and log are not described"
+    unlimited = codec.grading_state(PredictionAPI(model))
     assert unlimited is not None and unlimited[1]["burst"] is None and unlimited[1]["clock"] is None
     forged = {**described[1], "rate_limit": None}  # a burst without a rate limit
-    with pytest.raises(remote.CodecError, match="constructor refuses"):
-        remote.rebuild_state({"$state": described[0], "fields": forged}, lambda v: v)
-    with pytest.raises(remote.CodecError, match="constructor refuses"):  # not a LabModel: no contract
-        remote.rebuild_state({"$state": described[0], "fields": {**described[1], "model": net}}, lambda v: v)
+    with pytest.raises(codec.CodecError, match="constructor refuses"):
+        codec.rebuild_state({"$state": described[0], "fields": forged}, lambda v: v)
+    with pytest.raises(codec.CodecError, match="constructor refuses"):  # not a LabModel: no contract
+        codec.rebuild_state({"$state": described[0], "fields": {**described[1], "model": net}}, lambda v: v)
 
 
 def test_state_fields_count_against_the_codecs_depth_and_item_caps() -> None:
     """A ``$state`` tag's fields are decoded at the tag's depth with the running item count, so
     nesting tags inside fields cannot reset the caps."""
     nested: Any = 1
-    for _ in range(remote.MAX_DEPTH + 2):
+    for _ in range(codec.MAX_DEPTH + 2):
         nested = {"$state": "labkit.resilience.guard:GuardedModel", "fields": {"primary": nested}}
-    with pytest.raises(remote.CodecError, match="nested deeper"):
-        remote.decode(nested, None)
+    with pytest.raises(codec.CodecError, match="nested deeper"):
+        codec.decode(nested, None)
     many = {
         "$state": "labkit.resilience.guard:GuardedModel",
-        "fields": {"primary": [0] * (remote.MAX_ITEMS + 1)},
+        "fields": {"primary": [0] * (codec.MAX_ITEMS + 1)},
     }
-    with pytest.raises(remote.CodecError, match="items|values"):
-        remote.decode({"$tuple": [many]}, None)
+    with pytest.raises(codec.CodecError, match="items|values"):
+        codec.decode({"$tuple": [many]}, None)

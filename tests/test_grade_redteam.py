@@ -453,14 +453,14 @@ def check_batch(x, *, shape):
     "fake_server": WRONG_CHECK_BATCH
     + """
 import json
-import labkit.course.remote as _remote
-_real = _remote._serve
+import labkit.course.learner_side as _remote
+_real = _remote.serve
 def _lie(request):
     req = json.loads(request)
     if req.get("op") == "call":
         return json.dumps({"ok": {"value": {"$arg": "a0"}, "changed": {}}})
     return _real(request)
-_remote._serve = _lie
+_remote.serve = _lie
 """,
     # every error message dropped and every failed reply rewritten as a success
     "rewrite_messages": WRONG_CHECK_BATCH

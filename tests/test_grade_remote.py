@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import labkit as lk
-from labkit.course import remote
+from labkit.course import checker_side, codec, remote
 from labkit.course.cellplan import names_of, plan_cells
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -129,7 +129,7 @@ def test_lesson_00_plan_binds_only_the_exercises() -> None:
     ],
 )
 def test_data_crosses_as_native_values(value: Any) -> None:
-    back = remote.decode(remote.encode(value, None), None)
+    back = codec.decode(codec.encode(value, None), None)
     assert type(back) is type(value)
     if isinstance(value, torch.Tensor):
         assert torch.equal(back, value)
@@ -147,13 +147,13 @@ def test_what_is_not_data_does_not_cross_as_data() -> None:
         __hash__ = float.__hash__
 
     for bad in (Yes(1.0), np.array([object()]), {1: "int key"}, lambda: 0):
-        with pytest.raises(remote.CodecError):
-            remote.encode(bad, None)
+        with pytest.raises(codec.CodecError):
+            codec.encode(bad, None)
     deep: list[Any] = []
-    for _ in range(remote.MAX_DEPTH + 2):
+    for _ in range(codec.MAX_DEPTH + 2):
         deep = [deep]
-    with pytest.raises(remote.CodecError, match="deeper"):
-        remote.encode(deep, None)
+    with pytest.raises(codec.CodecError, match="deeper"):
+        codec.encode(deep, None)
     # an object array in the payload is refused by numpy itself (allow_pickle=False)
     import base64
     import io
@@ -161,15 +161,15 @@ def test_what_is_not_data_does_not_cross_as_data() -> None:
     buf = io.BytesIO()
     np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="pickle"):
-        remote.decode({"$npy": base64.b64encode(buf.getvalue()).decode()}, None)
+        codec.decode({"$npy": base64.b64encode(buf.getvalue()).decode()}, None)
 
 
 def test_modules_of_trusted_classes_are_rebuilt_with_the_receivers_code() -> None:
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     model = lk.LabModel(net, input_shape=(1, 8, 8), num_classes=10, mean=0.3, std=0.4).eval()
-    desc = remote.describe_module(model, remote._Budget())
+    desc = codec.describe_module(model, codec.Budget())
     assert desc is not None
-    copy = remote.rebuild_module(desc)
+    copy = codec.rebuild_module(desc)
     assert type(copy) is lk.LabModel and not copy.training
     x = torch.rand(5, 1, 8, 8)
     assert torch.equal(copy(x), model(x))
@@ -180,13 +180,13 @@ def test_modules_of_trusted_classes_are_rebuilt_with_the_receivers_code() -> Non
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
-    assert remote.describe_module(Mine(), remote._Budget()) is None
+    assert codec.describe_module(Mine(), codec.Budget()) is None
     hooked = torch.nn.Linear(2, 2)
     hooked.register_forward_hook(lambda *a: None)
-    assert remote.describe_module(hooked, remote._Budget()) is None
+    assert codec.describe_module(hooked, codec.Budget()) is None
     forged = dict(desc, **{"$module": "builtins:object"})
-    with pytest.raises(remote.CodecError):
-        remote.rebuild_module(forged)
+    with pytest.raises(codec.CodecError):
+        codec.rebuild_module(forged)
 
 
 @pytest.mark.parametrize(
@@ -200,9 +200,9 @@ def test_modules_of_trusted_classes_are_rebuilt_with_the_receivers_code() -> Non
     ],
 )
 def test_learner_exceptions_become_allowlisted_checker_exceptions(mro: list[str], expected: type) -> None:
-    err = remote._reraise({"type": mro[0], "bases": mro[1:], "message": "x" * 5000})
+    err = codec.reraise({"type": mro[0], "bases": mro[1:], "message": "x" * 5000})
     assert type(err) is expected
-    assert len(str(err)) <= remote.MESSAGE_CHARS + 40
+    assert len(str(err)) <= codec.MESSAGE_CHARS + 40
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,9 +302,9 @@ def learner() -> Iterator[dict[str, Any]]:
         reply = kc.execute_interactive(LEARNER, timeout=120, output_hook=lambda m: None)
         assert reply["content"]["status"] == "ok"
         ns: dict[str, Any] = {}
-        saved = (remote._user_ns, list(remote._PEER))
-        remote._user_ns = lambda: ns
-        remote._PEER[:] = [remote.Peer(km.connection_file, 30)]
+        saved = (checker_side.user_ns, list(checker_side._PEER))
+        checker_side.user_ns = lambda: ns
+        checker_side._PEER[:] = [remote.Peer(km.connection_file, 30)]
         ns["_kc"] = kc
         ns["_cf"] = km.connection_file
         ns["_km"] = km
@@ -337,7 +337,7 @@ def learner() -> Iterator[dict[str, Any]]:
         assert "missing" not in ns
         yield ns
     finally:
-        remote._user_ns, remote._PEER[:] = saved[0], saved[1]
+        checker_side.user_ns, checker_side._PEER[:] = saved[0], saved[1]
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
@@ -408,16 +408,16 @@ def test_generators_cross_and_advance_in_the_checker(learner: dict[str, Any]) ->
 def test_a_lying_server_only_changes_what_learner_code_returns(learner: dict[str, Any]) -> None:
     kc = learner["_kc"]
     lie = (
-        "import json, labkit.course.remote as _r\n"
-        "_real = _r._serve\n"
-        "_r._serve = lambda req: json.dumps({'ok': {'value': {'$arg': 'a9'}, 'changed': {}}})\n"
+        "import json, labkit.course.learner_side as _r\n"
+        "_real = _r.serve\n"
+        "_r.serve = lambda req: json.dumps({'ok': {'value': {'$arg': 'a9'}, 'changed': {}}})\n"
     )
     assert kc.execute_interactive(lie, timeout=60, output_hook=lambda m: None)["content"]["status"] == "ok"
     try:
         with pytest.raises(remote.RemoteError, match="not passed"):
             learner["same"](1)
     finally:
-        kc.execute_interactive("_r._serve = _real", timeout=60, output_hook=lambda m: None)
+        kc.execute_interactive("_r.serve = _real", timeout=60, output_hook=lambda m: None)
     assert learner["picky"](2) == 2
 
 
@@ -536,14 +536,14 @@ def test_bytes_cross_as_data_within_the_size_cap(
     learner: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert learner["doubled"](b"ab\x00") == b"ab\x00ab\x00"
-    assert remote.decode(remote.encode(bytearray(b"xy"), None), None) == bytearray(b"xy")
-    with pytest.raises(remote.CodecError, match="not base64"):
-        remote.decode({"$bytes": "***"}, None)
-    monkeypatch.setattr(remote, "MAX_BYTES", 1024)
-    with pytest.raises(remote.CodecError, match="larger"):
-        remote.encode(b"x" * 2048, None)
-    with pytest.raises(remote.CodecError, match="larger"):
-        remote.decode({"$bytes": "A" * 4096}, None)
+    assert codec.decode(codec.encode(bytearray(b"xy"), None), None) == bytearray(b"xy")
+    with pytest.raises(codec.CodecError, match="not base64"):
+        codec.decode({"$bytes": "***"}, None)
+    monkeypatch.setattr(codec, "MAX_BYTES", 1024)
+    with pytest.raises(codec.CodecError, match="larger"):
+        codec.encode(b"x" * 2048, None)
+    with pytest.raises(codec.CodecError, match="larger"):
+        codec.decode({"$bytes": "A" * 4096}, None)
 
 
 def test_labkit_dataclasses_are_rebuilt_with_the_checkers_class(learner: dict[str, Any]) -> None:
@@ -585,8 +585,8 @@ def test_labkit_dataclasses_are_rebuilt_with_the_checkers_class(learner: dict[st
     ],
 )
 def test_forged_labkit_objects_are_refused(tag: dict[str, Any], match: str) -> None:
-    with pytest.raises(remote.CodecError, match=match):
-        remote.decode(tag, None)
+    with pytest.raises(codec.CodecError, match=match):
+        codec.decode(tag, None)
 
 
 def test_a_learner_call_that_never_returns_times_out_and_stops_when_interrupted(
@@ -610,24 +610,24 @@ def test_modules_named_in_a_modules_attributes_are_rebuilt_in_place() -> None:
     inner = torch.nn.Linear(4, 3)
     outer = torch.nn.Sequential(inner)
     vars(outer)["extra"] = {"base": inner, "loose": torch.nn.ReLU(), "n": 2}  # like a wrapper's meta
-    desc = remote.describe_module(outer, remote._Budget())
+    desc = codec.describe_module(outer, codec.Budget())
     assert desc is not None
-    copy = remote.rebuild_module(desc)
+    copy = codec.rebuild_module(desc)
     assert copy.extra["base"] is copy[0], "a submodule named in an attribute is the rebuilt submodule"
     assert type(copy.extra["loose"]) is torch.nn.ReLU and copy.extra["n"] == 2
     forged = {**desc, "attrs": {"extra": {"$dict": {"base": {"$submodule": "7.weight"}}}}}
-    with pytest.raises(remote.CodecError, match="no submodule"):
-        remote.rebuild_module(forged)
+    with pytest.raises(codec.CodecError, match="no submodule"):
+        codec.rebuild_module(forged)
     vars(outer)["extra"] = {"f": lambda v: v}  # a function in an attribute: the module does not cross as data
-    assert remote.describe_module(outer, remote._Budget()) is None
+    assert codec.describe_module(outer, codec.Budget()) is None
 
 
 def test_labkit_named_tuples_cross_as_themselves() -> None:
     answer = lk.serving.api.TopK(torch.rand(2, 3), torch.tensor([[1, 0, 2], [2, 1, 0]]))
-    back = remote.decode(remote.encode(answer, None), None)
+    back = codec.decode(codec.encode(answer, None), None)
     assert type(back) is lk.serving.api.TopK and torch.equal(back.classes, answer.classes)
-    with pytest.raises(remote.CodecError, match="does not have"):
-        remote.decode(
+    with pytest.raises(codec.CodecError, match="does not have"):
+        codec.decode(
             {"$dataclass": "labkit.serving.api:TopK", "fields": {"scores": 1, "classes": 2, "x": 3}}, None
         )
 
@@ -655,7 +655,8 @@ def test_an_object_of_an_earlier_test_cell_is_not_called_back(learner: dict[str,
     with pytest.raises(remote.RemoteError, match="earlier test"):
         learner["tick"]()
     _in_learner(
-        learner, "import labkit.course.remote as _r\ndef forged():\n    return _r._CheckerObject(1, 'x')()"
+        learner,
+        "import labkit.course.learner_side as _r\ndef forged():\n    return _r._CheckerObject(1, 'x')()",
     )
     with pytest.raises(remote.RemoteError, match="earlier test"):
         remote.peer().get("forged")()
@@ -669,10 +670,10 @@ def test_learner_code_cannot_call_back_while_the_grader_reads_a_name(learner: di
     state = torch.get_rng_state()
     _in_learner(
         learner,
-        "import json, torch, labkit.course.remote as _r\n"
+        "import json, torch, labkit.course.codec as _c, labkit.course.learner_side as _r\n"
         "torch.manual_seed(123)\n"
-        "_chosen = _r.encode(_r._rng_state(), None)\n"
-        "_real = _r._serve\n"
+        "_chosen = _c.encode(_c.rng_state(), None)\n"
+        "_real = _r.serve\n"
         "def _sneaky(request):\n"
         "    req = json.loads(request)\n"
         "    if req.get('op') == 'get' and req.get('name') == 'sneak':\n"
@@ -681,27 +682,25 @@ def test_learner_code_cannot_call_back_while_the_grader_reads_a_name(learner: di
         "    if req.get('op') == 'resume' and req.get('call') == 10**9:\n"
         "        return json.dumps({'ok': 'read'})\n"
         "    return _real(request)\n"
-        "_r._serve = _sneaky\n",
+        "_r.serve = _sneaky\n",
     )
     try:
         assert remote.peer().get("sneak") == "read"
     finally:
-        _in_learner(learner, "_r._serve = _real")
+        _in_learner(learner, "_r.serve = _real")
     assert ran == [], "reading a name ran a test's callable"
     assert torch.equal(torch.get_rng_state(), state), "reading a name set the checker's random state"
 
 
 def test_tensors_are_not_widened_past_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    small = remote.encode(torch.zeros(1024, dtype=torch.uint8), None)
-    monkeypatch.setattr(remote, "MAX_BYTES", 4096)
-    with pytest.raises(remote.CodecError, match="uint8.*complex128"):
-        remote.decode({**small, "dtype": "complex128"}, None)  # 1 KiB of bytes declared 16 KiB of numbers
-    with pytest.raises(remote.CodecError, match="uint8.*int64"):
-        remote.decode({"$generator": {**small, "dtype": "int64"}, "device": "cpu"}, None)
-    wide = remote.encode(torch.zeros(16, dtype=torch.bfloat16), None)
-    assert remote.decode(wide, None).dtype == torch.bfloat16, (
-        "bfloat16 still crosses (as float32 on the wire)"
-    )
+    small = codec.encode(torch.zeros(1024, dtype=torch.uint8), None)
+    monkeypatch.setattr(codec, "MAX_BYTES", 4096)
+    with pytest.raises(codec.CodecError, match="uint8.*complex128"):
+        codec.decode({**small, "dtype": "complex128"}, None)  # 1 KiB of bytes declared 16 KiB of numbers
+    with pytest.raises(codec.CodecError, match="uint8.*int64"):
+        codec.decode({"$generator": {**small, "dtype": "int64"}, "device": "cpu"}, None)
+    wide = codec.encode(torch.zeros(16, dtype=torch.bfloat16), None)
+    assert codec.decode(wide, None).dtype == torch.bfloat16, "bfloat16 still crosses (as float32 on the wire)"
 
 
 def test_a_learner_stop_iteration_does_not_end_the_checkers_loop(learner: dict[str, Any]) -> None:
@@ -726,17 +725,17 @@ def test_calls_back_and_forth_are_nested_only_so_deep(learner: dict[str, Any]) -
 
     with pytest.raises(remote.RemoteError, match="nested"):
         bounce(again, 0)
-    assert 2 <= len(levels) <= remote.MAX_NESTING
+    assert 2 <= len(levels) <= checker_side.MAX_NESTING
     assert same(3) == 3, "the kernels answer again"
 
 
 def test_decoding_counts_items_as_encoding_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote, "MAX_ITEMS", 1000)
-    assert remote.decode([0] * 999, None) == [0] * 999
+    monkeypatch.setattr(codec, "MAX_ITEMS", 1000)
+    assert codec.decode([0] * 999, None) == [0] * 999
     for flood in ([0] * 2000, {"$tuple": [[0]] * 600}, {"$dict": {str(i): i for i in range(2000)}}):
         # a sender that skips the encoder's cap (a learner's own server): refused, not decoded
-        with pytest.raises(remote.CodecError, match="1000 items"):
-            remote.decode(flood, None)
+        with pytest.raises(codec.CodecError, match="1000 items"):
+            codec.decode(flood, None)
 
 
 def test_learner_code_cannot_erase_what_a_tests_object_counted(learner: dict[str, Any]) -> None:
