@@ -4,26 +4,56 @@ This module uses the standard library only, because the kernel launcher loads th
 (:data:`LAUNCHER`), without importing ``labkit`` and PyTorch, every time a grading worker starts
 a kernel: :func:`kernel_main` builds the bubblewrap command (:func:`kernel_sandbox_argv`, with
 the :func:`seccomp_filter` on its file descriptor) and :func:`kernel_inner` sets the resource
-limits inside the sandbox before the kernel runs. The worker's own isolation (network namespace,
-private mounts, dropping root: :func:`unshare`, :func:`expose`, :func:`drop_to`) and the limited
-unpacking of submitted zips (:func:`unzip_main`) live here too. :mod:`labkit.course.sandbox`
-runs the jobs and workers on top of it and says what each layer stops.
+limits inside the sandbox before the kernel runs. The limited unpacking of submitted zips
+(:func:`unzip_main`) is a launcher command too. :mod:`labkit.course.sandbox` runs the jobs and
+workers on top of it and says what each layer stops.
+
+Two standard-library siblings hold the primitives: :mod:`labkit.course.namespaces` the worker's
+own isolation (network namespace, private mounts, dropping root: :func:`unshare`,
+:func:`expose`, :func:`drop_to`) and :mod:`labkit.course.seccomp` the syscall filter. Imported
+as part of ``labkit`` this module imports them as usual; loaded alone by the launcher it loads
+them by their paths, beside this file, so that the launcher still imports nothing outside the
+standard library.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING or __package__:  # imported as labkit.course.jail (the worker, the tests, mypy)
+    from labkit.course.namespaces import SANDBOX_UID, drop_to, expose, unshare
+    from labkit.course.seccomp import seccomp_filter, seccomp_memfd
+else:  # loaded alone by the launcher (LAUNCHER): the siblings by path, labkit is not imported
+    import importlib.util
+
+    def _load_sibling(name: str) -> Any:
+        """The standard-library module ``name.py`` beside this file, loaded by its path."""
+        path = Path(__file__).with_name(f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"labkit_jail_{name}", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"the kernel launcher cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    _namespaces, _seccomp = _load_sibling("namespaces"), _load_sibling("seccomp")
+    SANDBOX_UID, drop_to, expose, unshare = (
+        _namespaces.SANDBOX_UID,
+        _namespaces.drop_to,
+        _namespaces.expose,
+        _namespaces.unshare,
+    )
+    seccomp_filter, seccomp_memfd = _seccomp.seccomp_filter, _seccomp.seccomp_memfd
 
 __all__ = [
     "LAUNCHER",
@@ -36,30 +66,6 @@ __all__ = [
     "seccomp_filter",
     "unzip_main",
 ]
-
-
-CLONE_NEWNS = 0x00020000
-
-
-CLONE_NEWUSER = 0x10000000
-
-
-CLONE_NEWNET = 0x40000000
-
-
-MS_NOSUID = 2
-
-
-MS_NODEV = 4
-
-
-MS_BIND = 4096
-
-
-MS_REC = 16384
-
-
-MS_PRIVATE = 1 << 18
 
 
 # Environment variables a worker may see; everything else (keys, tokens, the instructor's
@@ -98,9 +104,6 @@ SANDBOX_PEER = "/run/labkit/peer.json"
 
 
 SANDBOX_ANSWER_KEY = "/run/labkit/answer-key"
-
-
-SANDBOX_UID = 1000
 
 
 def job_uid() -> int:
@@ -148,7 +151,7 @@ def isolation_support() -> dict[str, bool]:
     support["namespaces"] = False
     if sys.platform.startswith("linux"):
         code = (
-            "import sys; from labkit.course.jail import unshare; "
+            "import sys; from labkit.course.namespaces import unshare; "
             "sys.exit(0 if unshare(private_user=not __import__('os').geteuid() == 0) else 1)"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False)
@@ -169,222 +172,6 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         env["PATH"] = scripts + os.pathsep + env["PATH"]
     env.update(extra or {})
     return env
-
-
-def _libc() -> Any:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def unshare(*, private_user: bool) -> bool:
-    """Enter new network and mount namespaces (and a user namespace when not root)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = _libc()
-    uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWNS | CLONE_NEWNET | (CLONE_NEWUSER if private_user else 0)
-    if libc.unshare(flags) != 0:
-        return False
-    if private_user:
-        try:
-            Path("/proc/self/setgroups").write_text("deny")
-            Path("/proc/self/uid_map").write_text(f"{SANDBOX_UID} {uid} 1")
-            Path("/proc/self/gid_map").write_text(f"{SANDBOX_UID} {gid} 1")
-        except OSError:
-            return False
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return False
-    _loopback_up()
-    return True
-
-
-def _loopback_up() -> None:
-    import fcntl
-    import socket
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        req = struct.pack("16sh", b"lo", 0)
-        flags = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, req))[1]
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
-
-
-def _mount_tmpfs(target: str, mode: str = "1777") -> bool:
-    libc = _libc()
-    opts = f"mode={mode},size=64m".encode()
-    return bool(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0)
-
-
-def expose(paths: list[Path], isolated: list[str]) -> bool:
-    """Make ``paths`` reachable for another account, hiding the folders above them.
-
-    A Python installed under a private home (``/root/.pyenv``) cannot be read by the worker's
-    own account. For each such path, a tmpfs covers (in the worker's mount namespace only) the
-    first folder on the way that others cannot enter, and the path alone is bound back into it.
-    Returns False when that fails.
-    """
-    import stat
-
-    libc = _libc()
-    covered: set[Path] = set()
-    for path in sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts)):
-        blocked = next(
-            (a for a in reversed(path.parents) if a != Path("/") and not os.stat(a).st_mode & stat.S_IXOTH),
-            None,
-        )
-        if blocked is None or any(path.is_relative_to(c) and c != blocked for c in covered):
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if blocked not in covered:
-                if not _mount_tmpfs(str(blocked), "0755"):
-                    return False
-                covered.add(blocked)
-                isolated.append(f"hidden:{blocked}")
-            path.mkdir(parents=True, exist_ok=True)
-            source = f"/proc/self/fd/{fd}".encode()
-            if libc.mount(source, str(path).encode(), None, MS_BIND | MS_REC, None) != 0:
-                return False
-        finally:
-            os.close(fd)
-    return True
-
-
-def drop_to(uid: int) -> None:
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if os.getuid() != uid or os.geteuid() != uid:
-        raise OSError(f"could not drop to uid {uid}")
-
-
-# Syscalls a notebook never needs; denied with EPERM. Numbers per architecture (asm/unistd.h).
-_DENIED_SYSCALLS = (
-    "ptrace process_vm_readv process_vm_writev mount umount2 pivot_root chroot fsopen fsconfig "
-    "fsmount fspick move_mount open_tree mount_setattr unshare setns keyctl add_key request_key "
-    "bpf perf_event_open userfaultfd kexec_load kexec_file_load init_module finit_module "
-    "delete_module reboot swapon swapoff acct quotactl name_to_handle_at open_by_handle_at "
-    "io_uring_setup io_uring_enter io_uring_register"
-).split()
-
-
-_SYSCALLS = {
-    "x86_64": (
-        0xC000003E,
-        dict(
-            ptrace=101,
-            process_vm_readv=310,
-            process_vm_writev=311,
-            mount=165,
-            umount2=166,
-            pivot_root=155,
-            chroot=161,
-            unshare=272,
-            setns=308,
-            keyctl=250,
-            add_key=248,
-            request_key=249,
-            bpf=321,
-            perf_event_open=298,
-            userfaultfd=323,
-            kexec_load=246,
-            kexec_file_load=320,
-            init_module=175,
-            finit_module=313,
-            delete_module=176,
-            reboot=169,
-            swapon=167,
-            swapoff=168,
-            acct=163,
-            quotactl=179,
-            name_to_handle_at=303,
-            open_by_handle_at=304,
-            clone=56,
-        ),
-    ),
-    "aarch64": (
-        0xC00000B7,
-        dict(
-            ptrace=117,
-            process_vm_readv=270,
-            process_vm_writev=271,
-            mount=40,
-            umount2=39,
-            pivot_root=41,
-            chroot=51,
-            unshare=97,
-            setns=268,
-            keyctl=219,
-            add_key=217,
-            request_key=218,
-            bpf=280,
-            perf_event_open=241,
-            userfaultfd=282,
-            kexec_load=104,
-            kexec_file_load=294,
-            init_module=105,
-            finit_module=273,
-            delete_module=106,
-            reboot=142,
-            swapon=224,
-            swapoff=225,
-            acct=89,
-            quotactl=60,
-            name_to_handle_at=264,
-            open_by_handle_at=265,
-            clone=220,
-        ),
-    ),
-}
-
-
-# Numbers shared by every architecture (the unified table since Linux 5.1).
-_COMMON_SYSCALLS = dict(
-    io_uring_setup=425, io_uring_enter=426, io_uring_register=427, open_tree=428, move_mount=429,
-    fsopen=430, fsconfig=431, fsmount=432, fspick=433, clone3=435, mount_setattr=442,
-)  # fmt: skip
-
-
-_CLONE_NAMESPACES = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
-
-
-def seccomp_filter(machine: str | None = None) -> bytes | None:
-    """A classic-BPF seccomp program (what ``bwrap --seccomp FD`` reads) for this machine.
-
-    Denies (``EPERM``) the syscalls in ``_DENIED_SYSCALLS``, ``clone`` with any namespace flag,
-    every syscall of another ABI (32-bit x86, x32) and ``clone3`` (``ENOSYS``, so that the C
-    library falls back to ``clone``, whose flags the filter can see). ``None`` for an
-    architecture without a table.
-    """
-    import platform
-
-    arch = _SYSCALLS.get(machine or platform.machine())
-    if arch is None:
-        return None
-    audit_arch, numbers = arch
-    table = {**numbers, **_COMMON_SYSCALLS}
-    ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    prog: list[tuple[int, int, int, int]] = [
-        (ld_w_abs, 0, 0, 4),  # seccomp_data.arch
-        (jeq_k, 1, 0, audit_arch),
-        (ret_k, 0, 0, eperm),
-        (ld_w_abs, 0, 0, 0),  # seccomp_data.nr
-    ]
-    if audit_arch == 0xC000003E:
-        prog += [(jge_k, 0, 1, 0x40000000), (ret_k, 0, 0, eperm)]  # x32 ABI
-    prog += [(jeq_k, 0, 1, table["clone3"]), (ret_k, 0, 0, enosys)]
-    # clone(flags, ...): flags in the low 32 bits of args[0] (offset 16, little-endian).
-    prog += [
-        (jeq_k, 0, 3, table["clone"]),
-        (ld_w_abs, 0, 0, 16),
-        (jset_k, 0, 1, _CLONE_NAMESPACES),
-        (ret_k, 0, 0, eperm),
-        (ld_w_abs, 0, 0, 0),
-    ]
-    for name in _DENIED_SYSCALLS:
-        prog += [(jeq_k, 0, 1, table[name]), (ret_k, 0, 0, eperm)]
-    prog.append((ret_k, 0, 0, allow))
-    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
 
 
 def _system_binds() -> list[str]:
@@ -518,18 +305,6 @@ def set_limit(name: str, value: int) -> None:
         resource.setrlimit(res, (value, value))
 
 
-def _seccomp_fd() -> int | None:
-    """A memory file holding :func:`seccomp_filter` for bubblewrap's ``--seccomp``, or None
-    where this machine has no filter."""
-    seccomp = seccomp_filter()
-    if seccomp is None:
-        return None
-    fd = os.memfd_create("labkit-seccomp", 0)
-    os.write(fd, seccomp)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
 def kernel_main(argv: list[str]) -> None:
     """The kernel spec's command (in the worker's account): set the limits, then exec bubblewrap
     with the kernel inside (or, trusting the submissions, the kernel itself)."""
@@ -571,7 +346,7 @@ def kernel_main(argv: list[str]) -> None:
         os.execv(sys.executable, [*inner, *rest])
     bwrap = str(config["bwrap"])
     conn_fd = os.open(connection, os.O_RDONLY | os.O_NOFOLLOW)
-    seccomp_fd = _seccomp_fd()
+    seccomp_fd = seccomp_memfd()
     rest = [SANDBOX_CONNECTION if a == connection else a for a in rest]
     argv_bwrap = kernel_sandbox_argv(
         connection_fd=conn_fd,
@@ -626,7 +401,7 @@ def probe(argv: list[str]) -> int:
     r, w = os.pipe()
     os.write(w, b"{}")
     os.close(w)
-    sfd = _seccomp_fd()
+    sfd = seccomp_memfd()
     argv_bwrap = kernel_sandbox_argv(
         connection_fd=r,
         seccomp_fd=sfd,
