@@ -244,7 +244,7 @@ class DriftMonitor:
 
     # ----------------------------------------------------------------- grading
     # A monitor that has seen no traffic yet crosses from a learner's kernel to the grader as
-    # these constructor arguments (labkit.course.remote), which the grader's own class validates.
+    # these constructor arguments, which the grader's own class validates.
     _grading_fields: ClassVar[tuple[str, ...]] = (
         "reference",
         "model",

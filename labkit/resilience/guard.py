@@ -204,7 +204,7 @@ class GuardedModel:
 
     # ----------------------------------------------------------------- grading
     # A guard that has served nothing yet crosses from a learner's kernel to the grader as these
-    # constructor arguments (labkit.course.remote), which the grader's own class validates.
+    # constructor arguments, which the grader's own class validates.
     _grading_fields: ClassVar[tuple[str, ...]] = (
         "primary",
         "fallback",

@@ -264,7 +264,7 @@ class PredictionAPI:
 
     # ------------------------------------------------------------------ grading
     # An API that has answered nothing yet crosses from a learner's kernel to the grader as these
-    # constructor arguments (labkit.course.remote), which the grader's own class validates.
+    # constructor arguments, which the grader's own class validates.
     _grading_fields: ClassVar[tuple[str, ...]] = (
         "model",
         "output",
