@@ -8,11 +8,20 @@ reads the *released* notebook (never the submission: a learner can edit unlocked
 * a **learner name** is one that a solution cell assigns, or that a non-test cell assigns after
   reading a learner name (assignment, augmented assignment, ``del``, ``global`` in a function,
   ``import ... as``, ``def``/``class``, ``for`` and ``with ... as`` targets, ``:=``);
-* a **trusted cell** is a code cell that is neither a solution cell nor a test cell and reads
-  no learner name: the checker runs it too (unless no test depends on it), so its names are
-  the checker's own objects;
-* before a test cell runs in the checker, every learner name it reads is bound there from the
-  learner's kernel as data or call proxies (:mod:`labkit.course.remote`).
+* a **trusted cell** is a code cell that is neither a solution cell nor a test cell and whose
+  running executes no learner code: the checker runs it too (unless no test depends on it), so
+  its names are the checker's own objects. A cell may read learner names inside the bodies of
+  the functions it defines (``def defend(seed): return build_defense(...)``) and stay trusted,
+  as long as nothing in the cell runs such a body: the reads must sit in an undecorated ``def``
+  (a decorator may call the function), not in a class body, a lambda or a comprehension (run at
+  once, or handed to code that calls them), and the cell must not read, at its top level, a
+  function whose body reaches a learner name (a call, an alias, ``eval``/``globals()``). Its
+  top-level code (decorators, default values and annotations included) reads no learner name;
+* a function a trusted cell defines counts, for the cells after it, as the names its body reads:
+  a later cell that reads it at top level runs learner code and is a learner cell;
+* before a test cell runs in the checker, every learner name it reads, directly or through the
+  trusted functions it reads, is bound there from the learner's kernel as data or call proxies
+  (:mod:`labkit.course.remote`); a trusted function finds them as its globals when called.
 """
 
 from __future__ import annotations
@@ -23,7 +32,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CellPlan", "TestStep", "plan_cells"]
+__all__ = ["CellPlan", "CellReads", "TestStep", "plan_cells", "reads_of"]
+
+# Builtins that reach a cell's names by a string: a cell that uses one at top level may run any
+# function it defined.
+_DYNAMIC = frozenset({"eval", "exec", "globals", "locals", "vars"})
 
 
 @dataclass
@@ -47,14 +60,40 @@ class CellPlan:
     learner: set[str]  # every learner name of the notebook
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """A function a cell defines at its top level and the free names its body reads.
+
+    ``name`` is ``None`` for a lambda. ``deferrable`` is true only for an undecorated ``def``
+    outside any class body: nothing but a later call runs its body.
+    """
+
+    name: str | None
+    reads: frozenset[str]
+    deferrable: bool
+
+
+@dataclass(frozen=True)
+class CellReads:
+    """What a cell reads when it runs (``immediate``) and what its functions read when called."""
+
+    immediate: frozenset[str]
+    functions: tuple[Deferred, ...]
+
+
 class _Names(ast.NodeVisitor):
-    """Names a piece of code reads (free) and assigns at module level."""
+    """Names a piece of code reads (free) and assigns at module level; the reads split into those
+    of its top-level code and those of each function it defines at top level."""
 
     def __init__(self) -> None:
         self.stored: set[str] = set()
         self.loaded: set[str] = set()
+        self.immediate: set[str] = set()
+        self.functions: list[Deferred] = []
         self._local: list[set[str]] = []
         self._functions = 0
+        self._classes = 0  # class bodies open at top level (outside any function)
+        self._body: set[str] = set()  # free reads of the top-level function being visited
 
     def _store(self, name: str) -> None:
         if self._local:
@@ -66,6 +105,7 @@ class _Names(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Load):
             if not any(node.id in scope for scope in self._local):
                 self.loaded.add(node.id)
+                (self._body if self._functions else self.immediate).add(node.id)
         else:  # Store, Del
             self._store(node.id)
 
@@ -87,14 +127,24 @@ class _Names(ast.NodeVisitor):
     visit_ImportFrom = _import
 
     def _scope(self, node: Any, name: str | None, args: ast.arguments | None, body: list[Any]) -> None:
+        # Decorators, default values and annotations run when the definition does.
         for deco in getattr(node, "decorator_list", []):
             self.visit(deco)
         if args is not None:
             for default in [*args.defaults, *args.kw_defaults]:
                 if default is not None:
                     self.visit(default)
+            every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+            for annotation in [a.annotation for a in every if a is not None]:
+                if annotation is not None:
+                    self.visit(annotation)
+        if getattr(node, "returns", None) is not None:
+            self.visit(node.returns)
         if name is not None:
             self._store(name)
+        outermost = self._functions == 0
+        if outermost:
+            self._body = set()
         params: set[str] = set()
         if args is not None:
             params = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
@@ -112,6 +162,10 @@ class _Names(ast.NodeVisitor):
             self.visit(stmt)
         self._local.pop()
         self._functions -= 1
+        if outermost:
+            deferrable = name is not None and not getattr(node, "decorator_list", []) and not self._classes
+            module_name = None if self._classes else name  # a method's name is its class's
+            self.functions.append(Deferred(module_name, frozenset(self._body), deferrable))
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         self._scope(node, node.name, node.args, node.body)
@@ -127,8 +181,11 @@ class _Names(ast.NodeVisitor):
             self.visit(expr)
         self._store(node.name)
         self._local.append(set())
+        top = self._functions == 0
+        self._classes += top
         for stmt in node.body:
             self.visit(stmt)
+        self._classes -= top
         self._local.pop()
 
     def _comprehension(self, node: Any) -> None:
@@ -157,16 +214,38 @@ class _Names(ast.NodeVisitor):
             self.stored.add(node.target.id)
 
 
-def names_of(source: str) -> tuple[set[str], set[str]]:
-    """(names read, names assigned) at the top level of ``source``; IPython magics are dropped."""
+def _visited(source: str) -> _Names:
     lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
-    try:
-        tree = ast.parse("\n".join(lines))
-    except SyntaxError:
-        return set(), set()
     found = _Names()
-    found.visit(tree)
+    try:
+        found.visit(ast.parse("\n".join(lines)))
+    except SyntaxError:
+        return _Names()
+    return found
+
+
+def names_of(source: str) -> tuple[set[str], set[str]]:
+    """(names read, names assigned) at the top level of ``source``; IPython magics are dropped.
+
+    The names read include those read inside the functions ``source`` defines (free names only).
+    """
+    found = _visited(source)
     return found.loaded - set(dir(builtins)), found.stored
+
+
+def reads_of(source: str) -> CellReads:
+    """The names ``source`` reads when it runs, apart from those its functions read when called.
+
+    >>> r = reads_of("@cache\\ndef f(x=g):\\n    return h(x)\\ny = [k(v) for v in w]")
+    >>> sorted(r.immediate), [(d.name, sorted(d.reads), d.deferrable) for d in r.functions]
+    (['cache', 'g', 'k', 'w'], [('f', ['h'], False)])
+    """
+    found = _visited(source)
+    skip = set(dir(builtins)) - _DYNAMIC
+    return CellReads(
+        immediate=frozenset(found.immediate - skip),
+        functions=tuple(Deferred(d.name, d.reads - skip, d.deferrable) for d in found.functions),
+    )
 
 
 def imports_of(source: str) -> dict[str, str]:
@@ -227,6 +306,28 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
     learner: set[str] = set()
     shared: set[str] = set()
     every: set[str] = set()
+    # Each function the checker defines (a trusted or test cell's ``def``) -> the free names its
+    # body reads: calling it reads those names in turn.
+    calls: dict[str, frozenset[str]] = {}
+
+    def reach(names: Collection[str], own: dict[str, frozenset[str]]) -> set[str]:
+        """``names`` and every name the functions among them read when called, transitively."""
+        table = {**calls, **own}
+        seen: set[str] = set()
+        todo = list(names)
+        if _DYNAMIC & set(todo):  # eval("f()"), globals()["f"](): any function may run
+            todo += list(table)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(table.get(name, ()))
+        return seen
+
+    def forget(stored: set[str]) -> None:
+        for name in stored:
+            calls.pop(name, None)
+
     pending: list[int] = []
     trusted: list[tuple[str, set[str], set[str]]] = []  # source, names read, names assigned
     tests: dict[str, TestStep] = {}
@@ -238,10 +339,13 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
             continue
         meta = cell.metadata.get("nbgrader", {})
         loaded, stored = names_of(cell.source)
+        reads = reads_of(cell.source)
+        own = {d.name: d.reads for d in reads.functions if d.name is not None}
         if meta.get("solution"):
             imported = imports_of(cell.source)
             learner |= stored - set(imported)
             shared -= stored
+            forget(stored)
             for name, src in imported.items():  # the checker imports these itself
                 learner.discard(name)
                 pending.append(len(trusted))
@@ -250,12 +354,13 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
         elif meta.get("grade") and str(meta.get("grade_id")) in in_kernel:
             learner |= stored
             shared -= stored
+            forget(stored)
         elif meta.get("grade"):
             grade_id = str(meta.get("grade_id"))
             tests[grade_id] = TestStep(
                 grade_id,
                 cell.source,
-                learner_names=sorted(loaded & learner),
+                learner_names=sorted(reach(loaded, own) & learner),
                 shared_names=sorted(shared),
             )
             before[grade_id] = pending
@@ -264,12 +369,19 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
             pending = []
             learner -= stored  # names a test cell assigns are the checker's own from then on
             shared -= stored
-        elif loaded & learner:
+            forget(stored)
+            calls.update(own)
+        elif learner & reach(reads.immediate, own) or any(
+            not d.deferrable and learner & reach(d.reads, own) for d in reads.functions
+        ):  # running the cell runs learner code: a learner cell
             learner |= stored
             shared -= stored
+            forget(stored)
         else:
             learner -= stored
             shared |= stored
+            forget(stored)
+            calls.update(own)
             pending.append(len(trusted))
             events.append(("trusted", len(trusted)))
             trusted.append((cell.source, loaded, stored))
