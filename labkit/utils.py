@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -118,13 +119,17 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
             raise TypeError(f"eval_mode expects torch.nn.Module objects, got {type(m).__name__}")
     saved = [[(mod, mod.training) for mod in m.modules()] for m in models]
     try:
-        for m in models:
-            m.eval()
+        for m, states in zip(models, saved, strict=True):
+            if any(was_training for _, was_training in states):
+                m.eval()
         yield
     finally:
+        # Only the flags that changed are written: nn.Module's attribute setter is slow, and
+        # attacks enter this block on every call.
         for states in saved:
             for mod, was_training in states:
-                mod.training = was_training
+                if mod.training != was_training:
+                    mod.training = was_training
 
 
 def check_images(
@@ -166,25 +171,32 @@ def check_images(
             )
     if x.numel() == 0:
         return x
-    finite = torch.isfinite(x)
+    # One pass over x and one host sync for the common case of a valid batch: the minimum and
+    # maximum are NaN when any value is NaN and infinite when any value is, so they settle
+    # finiteness and range together.
+    low_seen, high_seen = (float(v) for v in torch.stack(_min_max(x)).tolist())
+    if not (math.isfinite(low_seen) and math.isfinite(high_seen)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); inputs must be finite")
     if value_range is None:
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            raise ValueError(f"{name} contains {bad} NaN or infinite value(s); inputs must be finite")
         return x
     low, high = value_range
-    # One reduction and one host sync for the common case of a valid batch.
-    ok = finite.all() & (x.amin() >= low - atol) & (x.amax() <= high + atol)
-    if bool(ok):
+    if low_seen >= low - atol and high_seen <= high + atol:
         return x
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); inputs must be finite")
     raise ValueError(
-        f"{name} has values outside [{low}, {high}]: found min {x.amin().item():.4g}, "
-        f"max {x.amax().item():.4g}. Images must be scaled to [{low}, {high}] "
+        f"{name} has values outside [{low}, {high}]: found min {low_seen:.4g}, "
+        f"max {high_seen:.4g}. Images must be scaled to [{low}, {high}] "
         "(normalisation happens inside the model)"
     )
+
+
+def _min_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x.amin(), x.amax())`` in one pass where the backend has a fused kernel for it."""
+    try:
+        low, high = torch.aminmax(x)
+    except (RuntimeError, NotImplementedError):  # dtypes or backends without aminmax
+        return x.amin(), x.amax()
+    return low, high
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from labkit import speed as _speed
 from labkit.attacks.threat import check_logits, per_example
 
-__all__ = ["Best", "evaluate", "input_grad", "objective", "succeeded"]
+__all__ = ["Best", "evaluate", "gradient", "input_grad", "objective", "succeeded"]
 
 _OFF = _speed.SpeedConfig()
 
@@ -26,6 +26,23 @@ def objective(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Te
 def succeeded(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
     pred = logits.argmax(dim=1)
     return pred == y if targeted else pred != y
+
+
+def _loss_and_grad(
+    model: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    targeted: bool,
+    check: bool,
+    fast: _speed.SpeedConfig | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x_adv = x_adv.detach().requires_grad_(True)
+    logits = _speed.logits(model, x_adv, fast or _OFF)
+    if check:
+        check_logits(logits, y, stacklevel=4)
+    loss = objective(logits, y, targeted)
+    (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+    return grad, loss.detach(), logits.detach()
 
 
 def input_grad(
@@ -43,14 +60,21 @@ def input_grad(
     attacks that skip the clean forward pass. ``fast`` (default: off) runs the forward pass
     under the speed features of :mod:`labkit.speed`, mixed precision included.
     """
-    x_adv = x_adv.detach().requires_grad_(True)
-    logits = _speed.logits(model, x_adv, fast or _OFF)
-    if check:
-        check_logits(logits, y, stacklevel=3)
-    loss = objective(logits, y, targeted)
-    (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-    logits = logits.detach()
-    return grad, loss.detach(), succeeded(logits, y, targeted)
+    grad, loss, logits = _loss_and_grad(model, x_adv, y, targeted, check, fast)
+    return grad, loss, succeeded(logits, y, targeted)
+
+
+def gradient(
+    model: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    targeted: bool,
+    *,
+    check: bool = False,
+    fast: _speed.SpeedConfig | None = None,
+) -> torch.Tensor:
+    """:func:`input_grad`'s gradient alone, for attacks that score nothing (FGSM)."""
+    return _loss_and_grad(model, x_adv, y, targeted, check, fast)[0]
 
 
 class Best:

@@ -45,6 +45,7 @@ __all__ = [
     "check_eps",
     "check_logits",
     "clip_to_bounds",
+    "linf_box",
     "lp_norm",
     "per_example",
     "project",
@@ -161,6 +162,28 @@ def apply_threat_model(
     tensor([[1., 0.]])
     """
     return clip_to_bounds(x + project(x_adv - x, norm=norm, eps=eps), bounds)
+
+
+def linf_box(x: torch.Tensor, eps: float, bounds: Bounds | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The allowed set of an L-inf attack as per-coordinate limits ``(low, high)``.
+
+    The ball and the bounds are both boxes, so their intersection is one box, and
+    ``x_adv.clamp(low, high)`` is :func:`apply_threat_model` for ``norm="linf"`` in a single
+    pass (the Euclidean projection onto the allowed set). Iterative attacks compute the limits
+    once and clamp every iterate to them.
+
+    Examples
+    --------
+    >>> low, high = linf_box(torch.tensor([[0.05, 0.5]]), 0.1, (0.0, 1.0))
+    >>> low, high
+    (tensor([[0.0000, 0.4000]]), tensor([[0.1500, 0.6000]]))
+    >>> torch.tensor([[0.3, 0.3]]).clamp(low, high)
+    tensor([[0.1500, 0.4000]])
+    """
+    low, high = x - eps, x + eps
+    if bounds is not None:
+        low, high = low.clamp_min_(bounds[0]), high.clamp_max_(bounds[1])
+    return low, high
 
 
 def bounds_of(model: nn.Module) -> Bounds | None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from labkit import speed as _speed
 from labkit._checks import check_int, check_positive
-from labkit.attacks._common import Best, evaluate, input_grad, succeeded
+from labkit.attacks._common import Best, evaluate, gradient, input_grad, succeeded
 from labkit.attacks.autopgd import apgd
 from labkit.attacks.carlini_wagner import cw
 from labkit.attacks.contract import Attack
@@ -33,6 +33,7 @@ from labkit.attacks.threat import (
     attack_mode_unscored,
     bounds_of,
     check_attack_inputs,
+    linf_box,
     per_example,
     random_in_ball,
     steepest_direction,
@@ -109,9 +110,10 @@ def fgsm(
     with attack_mode_unscored(model, x, y, eps=eps, norm="linf", bounds=bounds):
         if eps == 0:
             return x.clone()
-        grad, _, _ = input_grad(model, x, y, targeted, check=True, fast=_speed.current())
-        x_adv = x + eps * grad.sign()
-        return apply_threat_model(x, x_adv, norm="linf", eps=eps, bounds=bounds).detach()
+        grad = gradient(model, x, y, targeted, check=True, fast=_speed.current())
+        # x + eps * sign(grad) lies in the ball already: only the bounds can cut it.
+        x_adv = torch.add(x.detach(), grad.sign_(), alpha=eps)  # the objective is signed
+        return x_adv if bounds is None else x_adv.clamp_(bounds[0], bounds[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,17 +215,24 @@ def pgd(
         # The clean point is not scored: with a random start it is never visited, and without
         # one it is the first iterate. The first forward pass validates the logits instead.
         best: Best | None = None
+        x = x.detach()
+        box = linf_box(x, eps, bounds) if norm == "linf" else None
+
+        def allowed(candidate: torch.Tensor) -> torch.Tensor:
+            # L-inf: one clamp to the box that is ball and bounds together; L2: project, then clip.
+            if box is not None:
+                return candidate.clamp_(*box)
+            return apply_threat_model(x, candidate, norm=norm, eps=eps, bounds=bounds)
+
         for _ in range(restarts):
             x_adv = x
             if random_start:
-                delta = random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast)
-                x_adv = apply_threat_model(x, x + delta, norm=norm, eps=eps, bounds=bounds)
+                x_adv = allowed(x + random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast))
             for _ in range(steps):
                 grad, loss, success = input_grad(model, x_adv, y, targeted, check=best is None, fast=fast)
                 best = Best.merge(best, x_adv, loss, success)
-                x_adv = apply_threat_model(
-                    x, x_adv + alpha * steepest_direction(grad, norm), norm=norm, eps=eps, bounds=bounds
-                )
+                direction = grad.sign_() if norm == "linf" else steepest_direction(grad, norm)
+                x_adv = allowed(torch.add(x_adv, direction, alpha=alpha))
             if restarts == 1 and best is not None:
                 # One run: the last iterate stands for every example no scored point broke.
                 return torch.where(per_example(best.success, x_adv), best.adv, x_adv)
