@@ -244,6 +244,8 @@ def mode(m):
     return m.training
 def draw():
     return torch.rand(3)
+def reseed(seed):
+    torch.manual_seed(seed)
 def draw_with(g):
     return torch.rand(2, generator=g)
 def sweep(attack, model, x, y, eps_values):
@@ -320,6 +322,7 @@ def learner() -> Iterator[dict[str, Any]]:
             "mode",
             "draw",
             "draw_with",
+            "reseed",
             "sweep",
             "each",
             "read",
@@ -393,7 +396,27 @@ def test_random_state_follows_the_checker(learner: dict[str, Any]) -> None:
     after_first = torch.rand(1)
     torch.manual_seed(7)
     assert torch.equal(learner["draw"](), first), "a seed set in the checker governs learner code"
-    assert torch.equal(torch.rand(1), after_first), "and what learner code drew is drawn in the checker"
+    assert torch.equal(torch.rand(1), after_first), "and the checker's draws after the call are the same again"
+    torch.manual_seed(7)
+    untouched = torch.rand(1)
+    torch.manual_seed(7)
+    learner["same"](1)
+    assert torch.equal(torch.rand(1), untouched), "a call that draws nothing leaves the checker's state alone"
+
+
+def test_learner_code_cannot_choose_the_checkers_later_draws(learner: dict[str, Any]) -> None:
+    torch.manual_seed(123)
+    chosen = torch.rand(4)  # what the checker would draw next if it took the learner's state
+    torch.manual_seed(5)
+    before = torch.rand(4)
+    torch.manual_seed(5)
+    learner["reseed"](123)
+    after = torch.rand(4)
+    assert not torch.equal(after, chosen), "learner code chose the random data a test draws after calling it"
+    assert not torch.equal(after, before), "a call that moved the learner's generator moves the checker's too"
+    torch.manual_seed(5)
+    learner["reseed"](123)
+    assert torch.equal(torch.rand(4), after), "the same call from the same state gives the same later draws"
 
 
 def test_generators_cross_and_advance_in_the_checker(learner: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import functools
 import importlib
 import json
 import os
+import secrets
 import time
 import types
 from typing import Any
@@ -32,6 +33,7 @@ from labkit.course.codec import (
     Budget,
     CodecError,
     RemoteError,
+    adopt_rng_state,
     checked_list,
     decode,
     describe_module,
@@ -333,12 +335,12 @@ class Peer:
             "handle": handle,
             "args": [self.encode_arg(a, names, originals) for a in args],
             "kwargs": {k: self.encode_arg(v, names, originals) for k, v in kwargs.items()},
-            "rng": encode(rng_state(), None),
+            "rng": encode(sent := rng_state(), None),
         }
         answer = self.request(req, originals)
         if not isinstance(answer, dict):
             raise RemoteError("the learner's kernel sent a malformed reply")
-        set_rng_state(decode(answer.get("rng"), None))
+        adopt_rng_state(sent, decode(answer.get("rng"), None), _RNG_KEY)
         for key, value in dict(answer.get("changed") or {}).items():
             if key in originals and key[:1] in ("a", "k"):
                 _write_back(originals[key], decode(value, None))
@@ -423,6 +425,8 @@ def _trusted_names() -> dict[int, str]:
 
 
 _PEER: list[Peer] = []
+#: The checker's own key for the random state it adopts after a learner call (adopt_rng_state).
+_RNG_KEY = secrets.token_bytes(32)
 # Each shared name with the object it held when the test's names were bound: a test that binds
 # the name to something else (``for m in (learner_model, clean_model)``) must not send that
 # object by reference to the learner kernel's ``m``, which is still the trusted cells' object.

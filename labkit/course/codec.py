@@ -556,6 +556,53 @@ def set_rng_state(state: Any) -> None:
         random.setstate((int(version), tuple(int(v) for v in internal), gauss))
 
 
+def _rng_bytes(state: dict[str, Any], name: str) -> bytes | None:
+    """One generator's state from :func:`rng_state`'s value, as bytes to compare and hash."""
+    import numpy as np
+    import torch
+
+    value = state.get(name)
+    if name == "torch" and isinstance(value, torch.Tensor):
+        return bytes(value.to(torch.uint8).flatten().tolist())
+    if name == "numpy" and isinstance(value, tuple) and len(value) == 5:
+        keys = np.asarray(value[1], dtype=np.uint32).tobytes()
+        return keys + repr((str(value[0]), int(value[2]), int(value[3]), float(value[4]))).encode()
+    if name == "random" and isinstance(value, tuple):
+        return repr(value).encode()
+    return None
+
+
+def adopt_rng_state(sent: dict[str, Any], returned: Any, key: bytes) -> None:
+    """Set the checker's generators after a learner call that started from ``sent``.
+
+    A generator the learner's code did not touch keeps ``sent``. One it advanced (or replaced)
+    moves to a state derived from ``HMAC(key, sent || returned)``: later draws still differ
+    from the ones before the call, as they would in one process, but learner code cannot choose
+    them (``key`` is the checker's own secret), so it cannot steer the random data a test draws
+    after calling it.
+    """
+    import hashlib
+    import hmac
+
+    import numpy as np
+    import torch
+
+    set_rng_state(sent)
+    if not isinstance(returned, dict):
+        return
+    for name in ("torch", "numpy", "random"):
+        before, after = _rng_bytes(sent, name), _rng_bytes(returned, name)
+        if before is None or after is None or after == before:
+            continue
+        digest = hmac.new(key, name.encode() + b"\0" + before + b"\0" + after, hashlib.sha256).digest()
+        if name == "torch":
+            torch.manual_seed(int.from_bytes(digest[:8], "little"))
+        elif name == "numpy":
+            np.random.seed(np.frombuffer(digest, dtype=np.uint32))  # noqa: NPY002
+        else:
+            random.seed(digest)
+
+
 def error_info(err: BaseException) -> dict[str, Any]:
     """``err`` as the ``{"type", "bases", "message", "attrs"}`` that :func:`reraise` reads."""
     mro = type(err).__mro__
