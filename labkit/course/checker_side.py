@@ -47,7 +47,14 @@ from labkit.course.codec import (
     set_rng_state,
     user_ns,
 )
-from labkit.course.proxies import RemoteFunction, RemoteModule, RemoteObject, RemoteProxy
+from labkit.course.proxies import (
+    RemoteDefense,
+    RemoteFunction,
+    RemoteModule,
+    RemoteObject,
+    RemoteProxy,
+    learner_handle,
+)
 
 MAX_NESTING = 8  # learner calls open at once (the checker's callables calling learner code in turn)
 # Methods of a test's objects that learner code may not call: they erase what the test counts of
@@ -247,8 +254,8 @@ class Peer:
         tokens = {} if originals is None else originals
 
         def other(o: Any) -> Any:
-            if isinstance(o, RemoteProxy):
-                tag = {"$handle": object.__getattribute__(o, "_handle")}
+            if (handle := learner_handle(o)) is not None:
+                tag: dict[str, Any] = {"$handle": handle}
             elif id(o) in names:
                 tag = {"$ref": names[id(o)]}
             elif isinstance(o, torch.nn.Module) and (desc := describe_module(o, Budget())) is not None:
@@ -320,6 +327,15 @@ class Peer:
                         except (CodecError, ImportError, AttributeError, TypeError, KeyError, ValueError):
                             pass
                     return RemoteModule(self, handle, bool(tag.get("training")))
+                if kind == "defense":
+                    layer = tag.get("layer")
+                    return RemoteDefense(
+                        self,
+                        handle,
+                        str(tag.get("name", "Defense"))[:100],
+                        hooks=checked_list(tag.get("hooks", [])),
+                        layer=layer if isinstance(layer, dict) else {},
+                    )
                 if kind == "function":
                     return RemoteFunction(self, handle, str(tag.get("name", "function"))[:100])
                 return RemoteObject(self, handle, str(tag.get("name", "object"))[:100])

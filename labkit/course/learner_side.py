@@ -274,6 +274,9 @@ def _result(value: Any, call: _Call | None) -> Any:
         if isinstance(obj, torch.nn.Module):
             desc = describe_module(obj, budget)
             return {"$remote": _keep(obj), "kind": "module", "training": bool(obj.training), "desc": desc}
+        layer = _defense_tag(obj)
+        if layer is not None:
+            return layer
         kind = "function" if callable(obj) else "object"
         return {
             "$remote": _keep(obj),
@@ -284,6 +287,30 @@ def _result(value: Any, call: _Call | None) -> Any:
     if id(value) in origins:
         return {"$arg": origins[id(value)]}
     return encode(value, other, budget)
+
+
+def _defense_tag(obj: Any) -> dict[str, Any] | None:
+    """A learner's own :class:`labkit.genai.Defense` layer (one that does not cross as its
+    constructor arguments) as a handle with the hooks its class overrides: the checker stands in
+    a ``Defense`` of its own whose overridden hooks run here. What this says only chooses which
+    hooks the checker forwards; a hook it does not forward is the base class's pass-through."""
+    import sys
+
+    module = sys.modules.get("labkit.genai.defenses")
+    base = getattr(module, "Defense", None)
+    if base is None or not isinstance(obj, base):
+        return None
+    hooks = [h for h in ("check_input", "check_output") if getattr(type(obj), h) is not getattr(base, h)]
+    hooks += [
+        h for h in ("check_input", "check_output") if h in getattr(obj, "__dict__", {}) and h not in hooks
+    ]
+    return {
+        "$remote": _keep(obj),
+        "kind": "defense",
+        "name": type(obj).__name__[:100],
+        "hooks": hooks,
+        "layer": {k: str(getattr(obj, k, ""))[:200] for k in ("name", "targets")},
+    }
 
 
 class _CheckerObject:

@@ -79,7 +79,7 @@ class RemoteObject(RemoteProxy):
             yield self[i]
 
 
-def _remote_attr(obj: RemoteProxy, name: str) -> Any:
+def _remote_attr(obj: Any, name: str) -> Any:
     peer: Connection = object.__getattribute__(obj, "_peer")
     handle = object.__getattribute__(obj, "_handle")
     return peer.decode_result(peer.request({"op": "getattr", "handle": handle, "name": name}), {})
@@ -152,3 +152,76 @@ def RemoteModule(peer: Connection, handle: int, training: bool) -> Any:
 
 
 _REMOTE_MODULE: Any = None
+
+
+_HOOKS = ("check_input", "check_output")
+
+
+def RemoteDefense(
+    peer: Connection, handle: int, name: str, *, hooks: list[Any], layer: dict[str, Any]
+) -> Any:
+    """A learner's own prompt-injection layer as a real :class:`labkit.genai.Defense` of the checker.
+
+    Its class overrides exactly the hooks in ``hooks`` (the ones the learner's class overrides, as
+    the learner's kernel says), each forwarding to the learner's object; the others are the base
+    class's pass-through, run here. So a test's ``isinstance(layer, genai.Defense)`` and
+    ``type(layer).check_input is not genai.Defense.check_input`` judge the learner's layer, and a
+    learner kernel that claims a hook it does not have only forwards a call that passes through.
+    ``layer`` holds its ``name`` and ``targets`` (strings, as a stack's report reads them).
+    """
+    chosen = tuple(h for h in _HOOKS if h in hooks)
+    if len(chosen) != len(hooks):
+        raise RemoteError(f"a learner Defense with hooks other than {', '.join(_HOOKS)}: {hooks[:4]!r}")
+    cls = _DEFENSE_CLASSES.get(chosen)
+    if cls is None:
+        cls = _DEFENSE_CLASSES[chosen] = _remote_defense_class(chosen)
+    obj = cls()
+    object.__setattr__(obj, "_peer", peer)
+    object.__setattr__(obj, "_handle", handle)
+    object.__setattr__(obj, "_proxy_name", name)
+    object.__setattr__(obj, "_hooks", {})
+    for key in ("name", "targets"):
+        value = layer.get(key)
+        object.__setattr__(obj, key, value[:200] if isinstance(value, str) else "")
+    return obj
+
+
+def _remote_defense_class(hooks: tuple[str, ...]) -> type:
+    from labkit.genai.defenses import Defense
+
+    def forward(hook: str) -> Any:
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            cached: dict[str, Any] = object.__getattribute__(self, "_hooks")
+            if hook not in cached:
+                method = _remote_attr(self, hook)
+                if not isinstance(method, RemoteFunction):
+                    raise TypeError(f"the learner's {self!r} has no {hook} method to call")
+                cached[hook] = method
+            return cached[hook](*args, **kwargs)
+
+        run.__name__ = run.__qualname__ = hook
+        run.__doc__ = f"``{hook}`` of the learner's layer, run in the learner's kernel."
+        return run
+
+    def __repr__(self: Any) -> str:
+        return f"<learner defense {object.__getattribute__(self, '_proxy_name')}>"
+
+    def __getattr__(self: Any, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _remote_attr(self, name)
+
+    namespace: dict[str, Any] = {"__repr__": __repr__, "__getattr__": __getattr__, "__module__": __name__}
+    namespace.update({hook: forward(hook) for hook in hooks})
+    return type("RemoteDefense", (Defense,), namespace)
+
+
+_DEFENSE_CLASSES: dict[tuple[str, ...], type] = {}
+
+
+def learner_handle(obj: Any) -> int | None:
+    """The learner kernel's handle of ``obj`` when it is one of these proxies, else ``None``."""
+    if isinstance(obj, RemoteProxy) or type(obj) in _DEFENSE_CLASSES.values():
+        handle: int = object.__getattribute__(obj, "_handle")
+        return handle
+    return None

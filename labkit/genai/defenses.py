@@ -33,6 +33,7 @@ import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from labkit.genai.detector import InjectionDetector
 from labkit.genai.text import find_secret
@@ -82,6 +83,17 @@ class Defense:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    # ----------------------------------------------------------------- grading
+    # A labkit layer crosses from a learner's kernel to the grader as its constructor arguments
+    # (``_grading_fields``), which the grader's own class validates. Only the layers below declare
+    # them (``vars(cls)``, not inherited): a learner's own subclass stays in the learner's kernel.
+
+    def _plain_state(self, attrs: tuple[str, ...], state: dict[str, Any]) -> dict[str, Any] | None:
+        """``state`` when this object holds only the attributes its constructor sets (``attrs``),
+        so that the constructor arguments rebuild it; ``None`` when something else was set on it
+        (a method or a name of its own), which the arguments would not carry."""
+        return state if set(vars(self)) <= set(attrs) else None
 
 
 def _refusal(layer: Defense, why: str) -> Reply:
@@ -139,6 +151,16 @@ class HeuristicFilter(Defense):
             raise ValueError(f"bad pattern in HeuristicFilter: {err}") from None
         self.roles = tuple(roles)
 
+    _grading_fields: ClassVar[tuple[str, ...]] = ("patterns", "roles")
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        if any(p.flags & (re.I | re.S) != re.I | re.S for p in self.patterns):
+            return None
+        return self._plain_state(
+            ("patterns", "roles"), {"patterns": [p.pattern for p in self.patterns], "roles": list(self.roles)}
+        )
+
     def check_input(
         self, messages: tuple[Message, ...], *, tools: tuple[Tool, ...]
     ) -> tuple[Message, ...] | Reply:
@@ -179,6 +201,15 @@ class DetectorFilter(Defense):
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         self.roles = tuple(roles)
+
+    _grading_fields: ClassVar[tuple[str, ...]] = ("detector", "threshold", "roles")
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        return self._plain_state(
+            ("detector", "threshold", "roles"),
+            {"detector": self.detector, "threshold": self.threshold, "roles": list(self.roles)},
+        )
 
     def check_input(
         self, messages: tuple[Message, ...], *, tools: tuple[Tool, ...]
@@ -227,6 +258,12 @@ class Spotlighting(Defense):
             )
         self.marker = marker
 
+    _grading_fields: ClassVar[tuple[str, ...]] = ("marker",)
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        return self._plain_state(("marker",), {"marker": self.marker})
+
     def check_input(
         self, messages: tuple[Message, ...], *, tools: tuple[Tool, ...]
     ) -> tuple[Message, ...] | Reply:
@@ -266,6 +303,12 @@ class InstructionHierarchy(Defense):
 
     def __init__(self, *, reminder: bool = True) -> None:
         self.reminder = bool(reminder)
+
+    _grading_fields: ClassVar[tuple[str, ...]] = ("reminder",)
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        return self._plain_state(("reminder",), {"reminder": self.reminder})
 
     def check_input(
         self, messages: tuple[Message, ...], *, tools: tuple[Tool, ...]
@@ -309,6 +352,14 @@ class OutputFilter(Defense):
         if unknown:
             raise ValueError(f"unknown encodings {unknown}; expected some of {', '.join(self.ENCODINGS)}")
         self.encodings = chosen
+
+    _grading_fields: ClassVar[tuple[str, ...]] = ("secret", "encodings")
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        return self._plain_state(
+            ("secret", "encodings"), {"secret": self.secret, "encodings": list(self.encodings)}
+        )
 
     def _leaks(self, text: str) -> str | None:
         how = find_secret(text, self.secret)
@@ -358,6 +409,12 @@ class ToolAllowList(Defense):
         if isinstance(allowed, str):
             raise TypeError("allowed must be a list of tool names, not one string")
         self.allowed = frozenset(allowed)
+
+    _grading_fields: ClassVar[tuple[str, ...]] = ("allowed",)
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        return self._plain_state(("allowed",), {"allowed": sorted(self.allowed)})
 
     def check_output(self, reply: Reply, *, messages: tuple[Message, ...], tools: tuple[Tool, ...]) -> Reply:
         kept: list[ToolCall] = []
@@ -424,6 +481,15 @@ class HumanConfirmation(Defense):
         self.rubber_stamp = float(rubber_stamp)
         self.seed = seed
 
+    _grading_fields: ClassVar[tuple[str, ...]] = ("approve", "rubber_stamp", "seed")
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        state: dict[str, Any] = {"rubber_stamp": self.rubber_stamp, "seed": self.seed}
+        if self.approve is not user_asked_for:  # the default goes as the grader's own function
+            state["approve"] = self.approve
+        return self._plain_state(("approve", "rubber_stamp", "seed"), state)
+
     def check_output(self, reply: Reply, *, messages: tuple[Message, ...], tools: tuple[Tool, ...]) -> Reply:
         risky = {t.name for t in tools if t.risky}
         kept: list[ToolCall] = []
@@ -449,6 +515,12 @@ class BlockEverything(Defense):
 
     name = "block everything"
     targets = "everything, including the user's work"
+
+    _grading_fields: ClassVar[tuple[str, ...]] = ()
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments that rebuild this layer (``None`` if it holds more)."""
+        return self._plain_state((), {})
 
     def check_input(
         self, messages: tuple[Message, ...], *, tools: tuple[Tool, ...]
