@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from labkit import speed as _speed
 from labkit.attacks.threat import check_logits, per_example
 
-__all__ = ["Best", "evaluate", "gradient", "input_grad", "objective", "succeeded"]
+__all__ = ["Best", "BestSuccess", "evaluate", "gradient", "input_grad", "objective", "succeeded"]
 
 _OFF = _speed.SpeedConfig()
 
@@ -98,6 +98,32 @@ class Best:
         self.adv = torch.where(per_example(better, x_adv), x_adv.detach(), self.adv)
         self.loss = torch.where(better, loss, self.loss)
         self.success = self.success | success
+
+
+class BestSuccess:
+    """The highest-loss successful point per example, for a single run that falls back to its
+    last iterate where nothing succeeded: :class:`Best` without the ranking of failures, which
+    that fallback never reads (five tensor operations per step instead of eleven)."""
+
+    def __init__(self, x: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
+        self.adv = x.detach().clone()
+        self.loss = torch.where(success, loss.detach(), float("-inf"))
+
+    @classmethod
+    def merge(
+        cls, best: BestSuccess | None, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor
+    ) -> BestSuccess:
+        """``best`` updated with a new point, or a fresh record when ``best`` is ``None``."""
+        if best is None:
+            return cls(x_adv, loss, success)
+        better = success & (loss > best.loss)
+        best.adv = torch.where(per_example(better, x_adv), x_adv.detach(), best.adv)
+        best.loss = torch.where(better, loss, best.loss)
+        return best
+
+    def pick(self, last: torch.Tensor) -> torch.Tensor:
+        """The best success per example, else ``last``."""
+        return torch.where(per_example(self.loss > float("-inf"), last), self.adv, last)
 
 
 def evaluate(

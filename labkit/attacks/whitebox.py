@@ -23,7 +23,7 @@ from torch import nn
 
 from labkit import speed as _speed
 from labkit._checks import check_int, check_positive
-from labkit.attacks._common import Best, evaluate, gradient, input_grad, succeeded
+from labkit.attacks._common import Best, BestSuccess, evaluate, gradient, input_grad, succeeded
 from labkit.attacks.autopgd import apgd
 from labkit.attacks.carlini_wagner import cw
 from labkit.attacks.contract import Attack
@@ -34,7 +34,6 @@ from labkit.attacks.threat import (
     bounds_of,
     check_attack_inputs,
     linf_box,
-    per_example,
     random_in_ball,
     steepest_direction,
 )
@@ -224,18 +223,32 @@ def pgd(
                 return candidate.clamp_(*box)
             return apply_threat_model(x, candidate, norm=norm, eps=eps, bounds=bounds)
 
+        def step(x_adv: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+            direction = grad.sign_() if norm == "linf" else steepest_direction(grad, norm)
+            return allowed(torch.add(x_adv, direction, alpha=alpha))
+
+        def start() -> torch.Tensor:
+            if not random_start:
+                return x
+            return allowed(x + random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast))
+
+        if restarts == 1 and steps > 0:
+            # One run: the last iterate stands for every example no scored point broke, so only
+            # successes need ranking.
+            x_adv = start()
+            found: BestSuccess | None = None
+            for _ in range(steps):
+                grad, loss, success = input_grad(model, x_adv, y, targeted, check=found is None, fast=fast)
+                found = BestSuccess.merge(found, x_adv, loss, success)
+                x_adv = step(x_adv, grad)
+            assert found is not None  # steps > 0
+            return found.pick(x_adv)
         for _ in range(restarts):
-            x_adv = x
-            if random_start:
-                x_adv = allowed(x + random_in_ball(x, norm=norm, eps=eps, generator=generator, fast=fast))
+            x_adv = start()
             for _ in range(steps):
                 grad, loss, success = input_grad(model, x_adv, y, targeted, check=best is None, fast=fast)
                 best = Best.merge(best, x_adv, loss, success)
-                direction = grad.sign_() if norm == "linf" else steepest_direction(grad, norm)
-                x_adv = allowed(torch.add(x_adv, direction, alpha=alpha))
-            if restarts == 1 and best is not None:
-                # One run: the last iterate stands for every example no scored point broke.
-                return torch.where(per_example(best.success, x_adv), best.adv, x_adv)
+                x_adv = step(x_adv, grad)
             # Restarts compare their last iterates too; with steps == 0 this is the first
             # forward pass, so it validates the logits.
             scored = evaluate(model, x_adv, y, targeted, fast, check=best is None)
