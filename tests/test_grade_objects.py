@@ -80,6 +80,9 @@ FakeFilter.__module__, FakeFilter.__qualname__ = "labkit.genai.defenses", "Heuri
 def fake_filter():
     return FakeFilter()
 plain_layer = genai.Defense()
+def own_detector_layer():
+    mine = genai.detector.InjectionDetector(torch.nn.Linear(1, 1), n_buckets=8, ngrams=(1,))
+    return genai.DetectorFilter(mine, threshold=0.3)
 own = Withhold()
 """
 
@@ -115,6 +118,7 @@ def checker() -> Iterator[dict[str, Any]]:
             "patched_layer",
             "learner_calls",
             "fake_filter",
+            "own_detector_layer",
         ]
         ns["detector"] = genai.detector.InjectionDetector(torch.nn.Linear(1, 1), n_buckets=8, ngrams=(1,))
         assert remote.bind(learner, ["clock", "detector", "not_in_the_checker"]) == ""
@@ -379,6 +383,21 @@ def test_a_learner_kernel_that_lies_about_a_layers_hooks_gains_nothing(checker: 
     assert checker["learner_calls"]() == before, "an unclaimed hook runs no learner code"
     with pytest.raises(remote.RemoteError, match="hooks other than"):
         peer.decode_result({**tag, "hooks": ["check_input", "__init__"]}, {})
+
+
+def test_a_labkit_layer_the_checker_cannot_rebuild_is_the_learners_layer(checker: dict[str, Any]) -> None:
+    """A DetectorFilter around a detector of the learner's own: the checker's class refuses the
+    detector (a remote object), so the layer is the learner's, its hooks forwarded."""
+    layer = checker["own_detector_layer"]()
+    assert type(layer) is not genai.DetectorFilter and isinstance(layer, genai.Defense)
+    assert type(layer).check_input is not genai.Defense.check_input and layer.name == "detector"
+    assert type(layer).check_output is genai.Defense.check_output
+    peer = checker_side.peer()
+    tag = {"$state": "labkit.genai.defenses:Spotlighting", "fields": {"marker": "a"}}
+    with pytest.raises(codec.CodecError, match="constructor refuses"):  # no fallback but a layer's handle
+        peer.decode_result({**tag, "else": {"$remote": 1, "kind": "function"}}, {})
+    with pytest.raises(codec.CodecError, match="constructor refuses"):
+        codec.decode({**tag, "else": {"$remote": 1, "kind": "defense"}}, None)
 
 
 @pytest.mark.parametrize(

@@ -270,7 +270,8 @@ def _result(value: Any, call: _Call | None) -> Any:
             except CodecError:
                 fields = None  # a field that cannot cross: a handle instead
             if fields is not None:
-                return {"$state": described[0], "fields": fields}
+                layer = _defense_tag(obj)  # the checker's class may refuse what the fields hold
+                return {"$state": described[0], "fields": fields} | ({"else": layer} if layer else {})
         if isinstance(obj, torch.nn.Module):
             desc = describe_module(obj, budget)
             return {"$remote": _keep(obj), "kind": "module", "training": bool(obj.training), "desc": desc}
