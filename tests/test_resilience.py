@@ -238,3 +238,20 @@ def test_bad_arguments_are_refused(model: lk.LabModel, digits: dict[str, torch.T
         ReviewQueue().decide("r1", 3)
     with pytest.raises(KeyError, match="no request"):
         GuardedModel(model, threshold=0.0).explain("r999")
+
+
+def test_a_calibrated_guard_rebuilds_with_its_review_budget(
+    model: lk.LabModel, digits: dict[str, torch.Tensor]
+) -> None:
+    """The grader rebuilds a fresh guard from its constructor arguments: the budget its threshold
+    was calibrated for is one of them, so the rebuilt guard reports it too."""
+    guard = GuardedModel(model)
+    guard.calibrate(digits["cal"], review_budget=0.1)
+    state = guard._grading_state()
+    assert state is not None and set(state) == set(GuardedModel._grading_fields)
+    rebuilt = GuardedModel(**state)
+    assert rebuilt.summary()["review_budget"] == 0.1 and rebuilt.threshold == guard.threshold
+    with pytest.raises(ValueError, match="pass threshold too"):
+        GuardedModel(model, review_budget=0.1)
+    with pytest.raises(ValueError, match=r"review_budget must be in \(0, 1\)"):
+        GuardedModel(model, threshold=1.0, review_budget=1.5)

@@ -15,7 +15,7 @@ from labkit.contract import LabModel
 from labkit.resilience.audit import AuditLog, AuditRecord, input_hash
 from labkit.resilience.breaker import CircuitBreaker
 from labkit.resilience.review import ReviewDecision, ReviewItem, ReviewQueue
-from labkit.resilience.scores import SCORES, ScoreName, threshold_for_budget
+from labkit.resilience.scores import SCORES, ScoreName, check_review_budget, threshold_for_budget
 from labkit.tables import html_table, markdown_table
 from labkit.utils import check_images
 
@@ -125,6 +125,9 @@ class GuardedModel:
     threshold:
         Inputs with a score above it abstain. Set it with :meth:`calibrate` for a review
         budget, or pass one.
+    review_budget:
+        The share of in-distribution traffic ``threshold`` was calibrated to send to review,
+        when it was (:meth:`calibrate` sets both); reported by :meth:`summary`.
     breaker:
         A :class:`CircuitBreaker` (default: one on the same clock).
     queue:
@@ -160,6 +163,7 @@ class GuardedModel:
         score: ScoreName = "energy",
         temperature: float = 1.0,
         threshold: float | None = None,
+        review_budget: float | None = None,
         breaker: CircuitBreaker | None = None,
         queue: ReviewQueue | None = None,
         clock: Callable[[], float] | None = None,
@@ -193,6 +197,10 @@ class GuardedModel:
         if threshold is not None:
             self.set_threshold(threshold)
         self.review_budget: float | None = None
+        if review_budget is not None:
+            if threshold is None:
+                raise ValueError("review_budget describes a calibrated threshold: pass threshold too")
+            self.review_budget = check_review_budget(review_budget)
         self.breaker = breaker if breaker is not None else CircuitBreaker(clock=self.clock)
         self.queue = queue if queue is not None else ReviewQueue(clock=self.clock)
         self.queue.listeners.append(self._on_review)
@@ -213,6 +221,7 @@ class GuardedModel:
         "score",
         "temperature",
         "threshold",
+        "review_budget",
         "clock",
         "batch_size",
     )
@@ -240,6 +249,7 @@ class GuardedModel:
             "score": self.score,
             "temperature": self.temperature,
             "threshold": self.threshold,
+            "review_budget": self.review_budget,
             "clock": None if self.clock is time.monotonic else self.clock,
             "batch_size": self.batch_size,
         }

@@ -29,7 +29,14 @@ import torch
 
 from labkit.classifier import Classifier, batched_logits
 
-__all__ = ["SCORES", "anomaly_score", "energy_score", "msp_score", "threshold_for_budget"]
+__all__ = [
+    "SCORES",
+    "anomaly_score",
+    "check_review_budget",
+    "energy_score",
+    "msp_score",
+    "threshold_for_budget",
+]
 
 ScoreName = Literal["energy", "msp"]
 
@@ -104,6 +111,21 @@ def anomaly_score(
     return SCORES[method](logits, temperature=temperature)
 
 
+def check_review_budget(review_budget: object) -> float:
+    """``review_budget`` as a float in ``(0, 1)``, else a ``ValueError`` that says so.
+
+    Examples
+    --------
+    >>> check_review_budget(0.05)
+    0.05
+    """
+    if isinstance(review_budget, bool) or not isinstance(review_budget, int | float):
+        raise ValueError(f"review_budget must be a number in (0, 1), got {review_budget!r}")
+    if not (math.isfinite(review_budget) and 0.0 < review_budget < 1.0):
+        raise ValueError(f"review_budget must be in (0, 1), e.g. 0.05 for 5 %, got {review_budget!r}")
+    return float(review_budget)
+
+
 def threshold_for_budget(scores: torch.Tensor, *, review_budget: float) -> float:
     """The lowest threshold that sends at most ``review_budget`` of ``scores`` to review.
 
@@ -123,10 +145,7 @@ def threshold_for_budget(scores: torch.Tensor, *, review_budget: float) -> float
     >>> threshold_for_budget(torch.arange(100.0), review_budget=0.05)
     94.0
     """
-    if isinstance(review_budget, bool) or not isinstance(review_budget, int | float):
-        raise ValueError(f"review_budget must be a number in (0, 1), got {review_budget!r}")
-    if not (math.isfinite(review_budget) and 0.0 < review_budget < 1.0):
-        raise ValueError(f"review_budget must be in (0, 1), e.g. 0.05 for 5 %, got {review_budget!r}")
+    review_budget = check_review_budget(review_budget)
     if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
         raise ValueError("scores must be a one-dimensional tensor")
     if scores.numel() == 0:
