@@ -237,6 +237,12 @@ class Square(torch.nn.Module):
         return x * x
 def custom():
     return Square()
+class Reseeding(torch.nn.Module):
+    def forward(self, x):
+        torch.manual_seed(123)
+        return x * 1
+def reseeding():
+    return Reseeding()
 def linear():
     return torch.nn.Linear(4, 2)
 def mode(m):
@@ -323,6 +329,7 @@ def learner() -> Iterator[dict[str, Any]]:
             "draw",
             "draw_with",
             "reseed",
+            "reseeding",
             "sweep",
             "each",
             "read",
@@ -396,7 +403,9 @@ def test_random_state_follows_the_checker(learner: dict[str, Any]) -> None:
     after_first = torch.rand(1)
     torch.manual_seed(7)
     assert torch.equal(learner["draw"](), first), "a seed set in the checker governs learner code"
-    assert torch.equal(torch.rand(1), after_first), "and the checker's draws after the call are the same again"
+    assert torch.equal(torch.rand(1), after_first), (
+        "and the checker's draws after the call are the same again"
+    )
     torch.manual_seed(7)
     untouched = torch.rand(1)
     torch.manual_seed(7)
@@ -417,6 +426,10 @@ def test_learner_code_cannot_choose_the_checkers_later_draws(learner: dict[str, 
     torch.manual_seed(5)
     learner["reseed"](123)
     assert torch.equal(torch.rand(4), after), "the same call from the same state gives the same later draws"
+    module = learner["reseeding"]()  # a module the checker cannot rebuild: its forward runs remotely
+    torch.manual_seed(5)
+    module(torch.rand(2, 3))
+    assert not torch.equal(torch.rand(4), chosen), "a learner module's forward chose the checker's later draws"
 
 
 def test_generators_cross_and_advance_in_the_checker(learner: dict[str, Any]) -> None:
@@ -695,7 +708,8 @@ def test_learner_code_cannot_call_back_while_the_grader_reads_a_name(learner: di
         learner,
         "import json, torch, labkit.course.codec as _c, labkit.course.learner_side as _r\n"
         "torch.manual_seed(123)\n"
-        "_chosen = _c.encode(_c.rng_state(), None)\n"
+        "import labkit.course.rng as _rng\n"
+        "_chosen = _c.encode(_rng.rng_state(), None)\n"
         "_real = _r.serve\n"
         "def _sneaky(request):\n"
         "    req = json.loads(request)\n"

@@ -23,7 +23,6 @@ import functools
 import importlib
 import json
 import os
-import secrets
 import time
 import types
 from typing import Any
@@ -33,7 +32,6 @@ from labkit.course.codec import (
     Budget,
     CodecError,
     RemoteError,
-    adopt_rng_state,
     checked_list,
     decode,
     describe_module,
@@ -43,8 +41,6 @@ from labkit.course.codec import (
     plain,
     rebuild_module,
     reraise,
-    rng_state,
-    set_rng_state,
     user_ns,
 )
 from labkit.course.proxies import (
@@ -55,6 +51,7 @@ from labkit.course.proxies import (
     RemoteProxy,
     learner_handle,
 )
+from labkit.course.rng import adopt_rng_state, rng_state, set_rng_state
 
 MAX_NESTING = 8  # learner calls open at once (the checker's callables calling learner code in turn)
 # Methods of a test's objects that learner code may not call: they erase what the test counts of
@@ -356,7 +353,7 @@ class Peer:
         answer = self.request(req, originals)
         if not isinstance(answer, dict):
             raise RemoteError("the learner's kernel sent a malformed reply")
-        adopt_rng_state(sent, decode(answer.get("rng"), None), _RNG_KEY)
+        adopt_rng_state(sent, decode(answer.get("rng"), None))
         for key, value in dict(answer.get("changed") or {}).items():
             if key in originals and key[:1] in ("a", "k"):
                 _write_back(originals[key], decode(value, None))
@@ -441,8 +438,6 @@ def _trusted_names() -> dict[int, str]:
 
 
 _PEER: list[Peer] = []
-#: The checker's own key for the random state it adopts after a learner call (adopt_rng_state).
-_RNG_KEY = secrets.token_bytes(32)
 # Each shared name with the object it held when the test's names were bound: a test that binds
 # the name to something else (``for m in (learner_model, clean_model)``) must not send that
 # object by reference to the learner kernel's ``m``, which is still the trusted cells' object.

@@ -33,10 +33,9 @@ from labkit.course.codec import (
     grading_state,
     rebuild_module,
     reraise,
-    rng_state,
-    set_rng_state,
     user_ns,
 )
+from labkit.course.rng import rng_state, set_rng_state
 
 _HANDLES: dict[int, Any] = {}
 _NEXT = [1]

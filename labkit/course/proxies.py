@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from labkit.course.codec import RemoteError, decode, encode, rng_state, set_rng_state
+from labkit.course.codec import RemoteError, decode, encode
+from labkit.course.rng import adopt_rng_state, rng_state
 
 
 class Connection(Protocol):
@@ -124,14 +125,14 @@ def _remote_module_class() -> type:
                 "handle": self._handle,
                 "training": self.training,
                 "x": encode(x, None),
-                "rng": encode(rng_state(), None),
+                "rng": encode(sent := rng_state(), None),
             }
             if grad is not None:
                 req["grad"] = encode(grad, None)
             answer = self._peer.request(req)
             if not isinstance(answer, dict):
                 raise RemoteError("the learner's kernel sent a malformed reply")
-            set_rng_state(decode(answer.get("rng"), None))
+            adopt_rng_state(sent, decode(answer.get("rng"), None))
             out = decode(answer.get("value"), None)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the learner's model returned a {type(out).__name__}, not a tensor")

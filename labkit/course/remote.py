@@ -44,7 +44,7 @@ What crosses, and what it becomes in the checker:
 Learner code may replace :func:`~labkit.course.learner_side.serve` in its own kernel: that
 changes only the values it returns, which the checker's tests still check.
 
-The interface lives in four modules, one job each; this one is the checker's entry point (the
+The interface lives in five modules, one job each; this one is the checker's entry point (the
 checker kernel calls ``labkit.course.remote.bind``) and re-exports their public names:
 
 * :mod:`labkit.course.codec`: what crosses and how (both kernels), with its size and depth caps;
@@ -53,7 +53,9 @@ checker kernel calls ``labkit.course.remote.bind``) and re-exports their public 
 * :mod:`labkit.course.checker_side`: the checker's connection to it (:class:`Peer`), what the
   checker hands to learner code, and :func:`bind`;
 * :mod:`labkit.course.proxies`: the checker's stand-ins for learner objects that do not cross
-  as data.
+  as data;
+* :mod:`labkit.course.rng`: the random state that goes with each call, and what the checker
+  takes back of it.
 """
 
 from __future__ import annotations
