@@ -429,7 +429,9 @@ def test_learner_code_cannot_choose_the_checkers_later_draws(learner: dict[str, 
     module = learner["reseeding"]()  # a module the checker cannot rebuild: its forward runs remotely
     torch.manual_seed(5)
     module(torch.rand(2, 3))
-    assert not torch.equal(torch.rand(4), chosen), "a learner module's forward chose the checker's later draws"
+    assert not torch.equal(torch.rand(4), chosen), (
+        "a learner module's forward chose the checker's later draws"
+    )
 
 
 def test_generators_cross_and_advance_in_the_checker(learner: dict[str, Any]) -> None:
