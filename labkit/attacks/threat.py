@@ -306,11 +306,13 @@ def check_attack_args(
     norm: Norm,
     bounds: Bounds | None,
     stacklevel: int = 2,
+    mode_warning: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`check_attack_inputs` without the clean forward pass; returns ``(x, y)``.
 
     The caller must pass the logits of its own first forward pass to :func:`check_logits`
-    (this saves one pass, a third of FGSM's cost).
+    (this saves one pass, a third of FGSM's cost). ``mode_warning=False`` leaves the
+    training-mode warning to the caller, which walks the model's modules anyway.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -336,15 +338,19 @@ def check_attack_args(
     if y.device != x.device:
         raise ValueError(f"x is on {x.device} but y is on {y.device}; put them on the same device")
 
-    if any(m.training for m in model.modules()):
-        warnings.warn(
-            f"{type(model).__name__} is in training mode; the attack runs it in eval mode "
-            "(dropout off, batch-norm running statistics) and restores the mode afterwards. "
-            "Call model.eval() to silence this warning.",
-            TrainModeWarning,
-            stacklevel=stacklevel + 1,
-        )
+    if mode_warning and any(m.training for m in model.modules()):
+        _warn_train_mode(model, stacklevel + 1)
     return x, y
+
+
+def _warn_train_mode(model: nn.Module, stacklevel: int) -> None:
+    warnings.warn(
+        f"{type(model).__name__} is in training mode; the attack runs it in eval mode "
+        "(dropout off, batch-norm running statistics) and restores the mode afterwards. "
+        "Call model.eval() to silence this warning.",
+        TrainModeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def check_logits(logits: object, y: torch.Tensor, *, stacklevel: int = 2) -> None:
@@ -357,23 +363,19 @@ def check_logits(logits: object, y: torch.Tensor, *, stacklevel: int = 2) -> Non
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != y.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"the model must return logits of shape (N, classes) = ({y.shape[0]}, C), got {got}")
-    # One host synchronisation for all the cheap checks on labels and outputs.
-    stats = torch.stack(
-        [
-            y.min().to(logits.dtype),
-            y.max().to(logits.dtype),
-            logits.amin(),
-            (logits.sum(dim=1) - 1).abs().amax(),
-            torch.isfinite(logits).all().to(logits.dtype),
-        ]
-    ).tolist()
-    y_min, y_max, out_min, sum_dev, finite = stats
+    # One host synchronisation for the common case: the extremes of the labels and of the
+    # outputs (NaN or infinite outputs make an extreme NaN or infinite).
+    y_min, y_max = torch.aminmax(y)
+    out_min, out_max = torch.aminmax(logits.detach())
+    extremes = [y_min.to(logits.dtype), y_max.to(logits.dtype), out_min, out_max]
+    y_lo, y_hi, lo, hi = torch.stack(extremes).tolist()
     classes = logits.shape[1]
-    if y_min < 0 or y_max >= classes:
-        raise ValueError(label_error(int(y_min if y_min < 0 else y_max), classes))
-    if not finite:
+    if y_lo < 0 or y_hi >= classes:
+        raise ValueError(label_error(int(y_lo if y_lo < 0 else y_hi), classes))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("the model returned NaN or infinite outputs on x; attacks need finite logits")
-    if out_min >= 0 and sum_dev <= 1e-4:
+    # Only non-negative outputs can be probabilities: their row sums are read in that case alone.
+    if lo >= 0 and float((logits.detach().sum(dim=1) - 1).abs().amax()) <= 1e-4:
         warnings.warn(
             "the model's outputs are non-negative and sum to 1 per row: it looks like it returns "
             "probabilities (softmax) rather than logits. Gradients through a softmax saturate, so "
@@ -422,16 +424,31 @@ def attack_mode_unscored(
     The attack must pass the logits of its first forward pass to :func:`check_logits`, so a
     model returning probabilities or NaN is still caught. Saves one forward pass per call.
     """
-    check_attack_args(model, x, y, eps=eps, norm=norm, bounds=bounds, stacklevel=stacklevel + 1)
-    with _hot_loop(model):
+    check_attack_args(
+        model, x, y, eps=eps, norm=norm, bounds=bounds, stacklevel=stacklevel + 1, mode_warning=False
+    )
+    with _hot_loop(model, warn_stacklevel=stacklevel + 2):
         yield
 
 
 @contextlib.contextmanager
-def _hot_loop(model: nn.Module) -> Iterator[None]:
+def _hot_loop(model: nn.Module, *, warn_stacklevel: int | None = None) -> Iterator[None]:
+    """Eval mode, unchecked inputs and gradients for the block; with ``warn_stacklevel``, the
+    training-mode warning too, from the same walk over the modules."""
+    states = [(m, m.training) for m in model.modules()]
+    training = any(was for _, was in states)
+    if training and warn_stacklevel is not None:
+        _warn_train_mode(model, warn_stacklevel + 1)
     unchecked = model.unchecked() if isinstance(model, LabModel) else contextlib.nullcontext()
-    with eval_mode(model), unchecked, torch.enable_grad():
-        yield
+    try:
+        if training:
+            model.eval()
+        with unchecked, torch.enable_grad():
+            yield
+    finally:
+        for m, was in states:
+            if m.training != was:
+                m.training = was
 
 
 def per_example(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
