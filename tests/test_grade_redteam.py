@@ -9,6 +9,7 @@ others check the pieces (scoring rules, the sandbox's view, submissions, CSV, fe
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -753,3 +754,39 @@ def test_a_worker_that_cannot_start_is_one_learners_error(
     assert all("could not start" in r.reason for r in grades.results), [r.reason for r in grades.results]
     rows = list(csv.DictReader((tmp_path / "out" / "grades.csv").read_text().splitlines()))
     assert sorted(r["student"] for r in rows) == ["ada", "bob"]
+
+
+def test_a_kernel_too_slow_to_start_is_graded_once_more(
+    course: lk.course.Course, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy machine, not the learner, makes a kernel miss its start: the class grader grades
+    that submission a second time, in a fresh job folder, and says so; a second miss is reported."""
+    from labkit.course import classroom
+    from labkit.course.sandbox import SLOW_START, _autograde_failure
+
+    nbclient_log = "[AutogradeApp | ERROR] RuntimeError: Kernel didn't respond in 240 seconds"
+    reason = _autograde_failure(nbclient_log)
+    assert reason.startswith(SLOW_START) and "Limits.startup_seconds" in reason, reason
+    folder = tmp_path / "class"
+    for student in ("ada", "bob"):
+        write(learner_notebook(), folder, student)
+    folders: list[tuple[str, str]] = []
+
+    def fake_worker(job: Any, *, log_path: Path) -> subprocess.Popen[bytes]:
+        folders.append((job.student, Path(job.result_path).parent.name))
+        # ada's kernel is late only the first time; bob's both times
+        late = job.student == "bob" or sum(s == "ada" for s, _ in folders) == 1
+        result = {"status": "error", "reason": reason if late else "the notebook ran out of memory"}
+        Path(job.result_path).write_text(json.dumps(result))
+        return subprocess.Popen(["true"], start_new_session=True)
+
+    monkeypatch.setattr(classroom, "start_worker", fake_worker)
+    grades = lk.course.grade_class(
+        course, folder, out=tmp_path / "out", progress=False, lesson="00", trust_submissions=True
+    )
+    got = {r.student: r for r in grades.results}
+    assert sorted(folders) == [("ada", "0"), ("ada", "0-2"), ("bob", "1"), ("bob", "1-2")], folders
+    assert got["ada"].reason == "the notebook ran out of memory", got["ada"].reason
+    assert got["bob"].reason.startswith(SLOW_START), got["bob"].reason
+    for r in got.values():
+        assert any(w.startswith("graded twice") for w in r.warnings), r.warnings

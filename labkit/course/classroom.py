@@ -28,6 +28,7 @@ from labkit.course.feedback import sanitize_feedback
 from labkit.course.grading import CellScore, GradingError, _api, _check, _stage
 from labkit.course.manifest import Course, Lesson
 from labkit.course.sandbox import (
+    SLOW_START,
     Limits,
     SandboxJob,
     job_uid,
@@ -350,22 +351,11 @@ def grade_class(
         cache = _cache_dir()
         results: dict[int, LessonGrade] = {}
         pending: list[tuple[int, Submission, SandboxJob]] = []
-        for i, sub in enumerate(subs):
+
+        def new_job(i: int, sub: Submission, attempt: int = 1) -> SandboxJob:
+            """A job folder of its own (a fresh one for a second attempt) and the job to run there."""
             tpl = templates[sub.lesson]
-            readable, warnings = check_submission(sub.path, tpl.release)
-            sub.warnings += warnings
-            if not readable:
-                results[i] = LessonGrade(
-                    sub.student,
-                    sub.lesson,
-                    "error",
-                    0.0,
-                    tpl.max_score,
-                    reason="corrupt .ipynb: " + warnings[0],
-                    warnings=sub.warnings,
-                )
-                continue
-            jobdir = scratch / "jobs" / str(i)
+            jobdir = scratch / "jobs" / (f"{i}" if attempt == 1 else f"{i}-{attempt}")
             jobdir.mkdir(parents=True, mode=0o711)
             os.chmod(jobdir.parent, 0o711)
             inbox = jobdir / "inbox"
@@ -385,11 +375,29 @@ def grade_class(
                 trust=problem is not None,
                 course_root=str(course.root),
             )
-            pending.append((i, sub, job))
+            return job
+
+        for i, sub in enumerate(subs):
+            tpl = templates[sub.lesson]
+            readable, warnings = check_submission(sub.path, tpl.release)
+            sub.warnings += warnings
+            if not readable:
+                results[i] = LessonGrade(
+                    sub.student,
+                    sub.lesson,
+                    "error",
+                    0.0,
+                    tpl.max_score,
+                    reason="corrupt .ipynb: " + warnings[0],
+                    warnings=sub.warnings,
+                )
+                continue
+            pending.append((i, sub, new_job(i, sub)))
         bar = tqdm(total=len(subs), disable=not progress, desc="grading", unit="notebook")
         bar.update(len(results))
         running: dict[int, tuple[int, Submission, SandboxJob, subprocess.Popen[bytes], float]] = {}
         free = list(range(jobs))
+        retried: set[int] = set()
         while pending or running:
             while pending and free:
                 i, sub, job = pending.pop(0)
@@ -420,10 +428,16 @@ def grade_class(
                     raw = read_result(
                         job, proc.returncode, Path(job.result_path).with_suffix(".log"), elapsed
                     )
-                results[i] = _validate(raw, sub, templates[sub.lesson])
-                results[i].seconds = elapsed
                 del running[slot]
                 free.append(slot)
+                if raw.get("status") == "error" and str(raw.get("reason", "")).startswith(SLOW_START):
+                    if i not in retried:  # the machine was busy, not the learner: once more, at the back
+                        retried.add(i)
+                        sub.warnings.append("graded twice: in the first run " + str(raw["reason"])[:160])
+                        pending.append((i, sub, new_job(i, sub, attempt=2)))
+                        continue
+                results[i] = _validate(raw, sub, templates[sub.lesson])
+                results[i].seconds = elapsed
                 bar.update(1)
                 bar.set_postfix_str(f"{sub.student}/{sub.lesson}: {results[i].status}")
         bar.close()

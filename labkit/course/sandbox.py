@@ -89,6 +89,11 @@ __all__ = [
 ]
 
 
+#: How the reason of a submission whose kernel did not start in time begins: the class grader
+#: grades such a submission once more before it reports the error.
+SLOW_START = "a kernel did not start in time"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits for one submission.
@@ -110,6 +115,9 @@ class Limits:
         Notebook output kept per cell (every message type); the cell is interrupted past it.
     file_mb:
         Largest file the kernel may write, and the size of each of its tmpfs mounts.
+    startup_seconds:
+        Time a kernel (the learner's or the checker) may take to start, or to start again after
+        a restart, and answer; nbclient's own 60 s is too short on a busy two-core machine.
     """
 
     cpu_seconds: int = 600
@@ -119,9 +127,19 @@ class Limits:
     processes: int = 64
     output_kb: int = 512
     file_mb: int = 64
+    startup_seconds: int = 240
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "memory_mb", "wall_seconds", "processes", "output_kb", "file_mb"):
+        names = (
+            "cpu_seconds",
+            "memory_mb",
+            "wall_seconds",
+            "processes",
+            "output_kb",
+            "file_mb",
+            "startup_seconds",
+        )
+        for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
@@ -447,6 +465,7 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     cfg = nbgrader_config(course, root=course_root, db_path=course_root / "gradebook.db", profile=job.profile)
     if limits.cell_seconds is not None:
         cfg.Execute.timeout = limits.cell_seconds
+    cfg.Execute.startup_timeout = limits.startup_seconds
     import nbformat
 
     # The plan reads the instructor's source (hidden tests included), never the submission.
@@ -550,6 +569,12 @@ def _autograde_failure(log: str) -> str:
     for key in ("NotJSONError", "JSONDecodeError", "Notebook does not appear to be JSON", "Unreadable"):
         if any(key in ln for ln in lines):
             return "the notebook is not valid JSON (corrupt .ipynb)"
+    started = [ln for ln in lines if "Kernel didn't respond" in ln]
+    if started:
+        return (
+            SLOW_START + " (" + started[-1][:120] + "); the machine may have been "
+            "too busy: grade this submission again, or raise Limits.startup_seconds"
+        )
     interesting = [
         ln for ln in lines if re.search(r"\w+(Error|Exception)\b", ln) and "NbGraderException" not in ln
     ]
