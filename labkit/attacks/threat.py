@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from labkit import speed as _speed
+from labkit.attacks._fold import folded_batch_norm
 from labkit.contract import LabModel, TrainModeWarning
 from labkit.utils import check_dtype, check_images, eval_mode, label_error, model_dtype
 
@@ -433,8 +434,9 @@ def attack_mode_unscored(
 
 @contextlib.contextmanager
 def _hot_loop(model: nn.Module, *, warn_stacklevel: int | None = None) -> Iterator[None]:
-    """Eval mode, unchecked inputs and gradients for the block; with ``warn_stacklevel``, the
-    training-mode warning too, from the same walk over the modules."""
+    """Eval mode, unchecked inputs, gradients and batch norm folded into the convolutions
+    (:mod:`labkit.attacks._fold`) for the block; with ``warn_stacklevel``, the training-mode
+    warning too, from the same walk over the modules."""
     states = [(m, m.training) for m in model.modules()]
     training = any(was for _, was in states)
     if training and warn_stacklevel is not None:
@@ -443,7 +445,7 @@ def _hot_loop(model: nn.Module, *, warn_stacklevel: int | None = None) -> Iterat
     try:
         if training:
             model.eval()
-        with unchecked, torch.enable_grad():
+        with unchecked, torch.enable_grad(), folded_batch_norm(model):
             yield
     finally:
         for m, was in states:

@@ -59,7 +59,7 @@ def error_output(ename: str, evalue: str) -> Any:
 
 
 def guarded_execute_class(
-    output_bytes: int, *, plan: Any = None, restart_grace: float = 5.0, guard_seconds: int = 15
+    output_bytes: int, *, plan: Any = None, restart_grace: float = 5.0, guard_seconds: int = 60
 ) -> type:
     """nbgrader's Execute preprocessor with two kernels, an output cap over every message type,
     the execute reply of each graded cell recorded for the scorer, and timeouts that restart a
