@@ -21,7 +21,9 @@ torchattacks gets its own copy of each model (its CW calls ``.backward()`` and w
 gradients on labkit's), with input checks off: the same unchecked model labkit's attacks run
 once they have validated their inputs, so the ratio compares like with like. labkit's PGD
 validates its inputs once and keeps the best point per example from the logits each step
-computes anyway (no extra pass); that is part of what the overhead column measures.
+computes anyway (no extra pass); that is part of what the overhead column measures. During an
+attack labkit also folds each eval-mode batch norm into the convolution before it
+(``labkit.attacks._fold``, the same function to float rounding); the peer runs the model as it is.
 """
 
 from __future__ import annotations
@@ -287,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {r.broken[0]:>9.1%} / {r.broken[1]:>6.1%} |"
         )
     print("ratio = torchattacks time / labkit time; > 1 means labkit is faster")
-    print("overhead = time over k forward+backward passes of the same batch (goal for labkit PGD: <= +15%)")
+    print(
+        "overhead = time over k forward+backward passes of the same batch, model as it is (goal for"
+        " labkit PGD: <= +15%; labkit folds eval batch norm into the convolutions, so it can read < 0)"
+    )
     print("broken = fraction of the batch misclassified after the attack (same settings, for context)")
     return 0
 
