@@ -67,18 +67,28 @@ class AttackResult:
     success: torch.Tensor
 
 
-def adversarial_points(out: torch.Tensor | AttackResult) -> torch.Tensor:
-    """``x_adv`` of an attack's output, a tensor or an :class:`AttackResult`.
+def adversarial_points(out: object) -> torch.Tensor:
+    """``x_adv`` of an attack's output: a tensor, an :class:`AttackResult`, or another result
+    that carries its points as a tensor ``x_adv`` (:class:`~labkit.attacks.PatchResult`,
+    :class:`~labkit.eval.EnsembleResult`). The one place where attack outputs are reconciled.
 
     >>> x = torch.zeros(2, 1, 2, 2)
     >>> adversarial_points(AttackResult(x_adv=x, success=torch.zeros(2, dtype=torch.bool))) is x
     True
+    >>> adversarial_points("x")
+    Traceback (most recent call last):
+    ...
+    TypeError: an attack must return a tensor or an AttackResult (a result with a tensor x_adv), got str
     """
-    if isinstance(out, AttackResult):
-        return out.x_adv
     if isinstance(out, torch.Tensor):
         return out
-    raise TypeError(f"an attack must return a tensor or an AttackResult, got {type(out).__name__}")
+    x_adv = out.x_adv if isinstance(out, AttackResult) else getattr(out, "x_adv", None)
+    if isinstance(x_adv, torch.Tensor):
+        return x_adv
+    raise TypeError(
+        "an attack must return a tensor or an AttackResult (a result with a tensor x_adv), "
+        f"got {type(out).__name__}"
+    )
 
 
 def takes_budget(attack: Callable[..., Any]) -> bool:

@@ -36,6 +36,7 @@ from torch import nn
 
 from labkit.attacks import QueryBudgetWarning, apgd, square
 from labkit.attacks.adaptive import apgd_dlr, expectation, logits_of, rescaled, straight_through
+from labkit.attacks.contract import adversarial_points
 from labkit.attacks.threat import bounds_of, check_eps
 from labkit.config import Profile
 from labkit.eval.masking import MaskingReport, detect_masking
@@ -249,7 +250,7 @@ def worst_case(
                 except RuntimeError as err:  # e.g. an output with no gradient at all
                     masking.notes.append(f"{name} could not run: {err}")
                     break
-                out = getattr(out, "x_adv", out).detach()
+                out = adversarial_points(out).detach()
                 wrong = _predict(model, out, batch_size) != y[part]
                 x_adv[part[wrong]] = out[wrong]
                 hit[part[wrong]] = True

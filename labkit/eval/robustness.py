@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.attacks.contract import takes_budget
+from labkit.attacks.contract import adversarial_points, takes_budget
 from labkit.attacks.threat import Norm, bounds_of, check_attack_inputs, check_eps
 from labkit.config import Profile
 from labkit.contract import LabModel
@@ -43,10 +43,14 @@ def _run(
     attack: EpsAttack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None
 ) -> torch.Tensor:
     out = attack(model, x, y) if eps is None else attack(model, x, y, eps=eps)
-    x_adv = getattr(out, "x_adv", out)
-    if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
-        got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
-        raise ValueError(f"attack returned {got}, expected a tensor of shape {tuple(x.shape)}")
+    try:
+        x_adv = adversarial_points(out)
+    except TypeError:
+        raise ValueError(
+            f"attack returned {type(out).__name__}, expected a tensor of shape {tuple(x.shape)}"
+        ) from None
+    if x_adv.shape != x.shape:
+        raise ValueError(f"attack returned {tuple(x_adv.shape)}, expected a tensor of shape {tuple(x.shape)}")
     return x_adv
 
 
