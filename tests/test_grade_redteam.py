@@ -8,6 +8,7 @@ others check the pieces (scoring rules, the sandbox's view, submissions, CSV, fe
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -488,6 +490,37 @@ def check_batch(x, *, shape):
 """,
 }
 
+# Subscribes to every listening port on the kernel's loopback (an IOPub channel is a publish
+# socket: no key needed) and counts the cells each publisher announces, hidden tests apart.
+SNIFF = """
+import threading as _th, zmq as _zmq
+_sniffed = {"ports": 0, "cells": 0, "hidden": 0}
+def _sniff():
+    ctx, poller, seen = _zmq.Context(), _zmq.Poller(), set()
+    while True:
+        for row in open("/proc/net/tcp").read().splitlines()[1:] + open("/proc/net/tcp6").read().splitlines()[1:]:
+            f = row.split()
+            port = int(f[1].rsplit(":", 1)[1], 16)
+            if f[3] == "0A" and port not in seen:
+                seen.add(port)
+                sock = ctx.socket(_zmq.SUB)
+                sock.setsockopt(_zmq.SUBSCRIBE, b"")
+                sock.connect(f"tcp://127.0.0.1:{port}")
+                poller.register(sock, _zmq.POLLIN)
+                _sniffed["ports"] += 1
+        for sock, _ in poller.poll(100):
+            parts = sock.recv_multipart()
+            if any(b"execute_input" in part for part in parts[:6]):
+                _sniffed["cells"] += 1
+                _sniffed["hidden"] += any(b"HIDDEN TESTS" in part for part in parts)
+_th.Thread(target=_sniff, daemon=True).start()
+"""
+SNIFF_REPORT = """
+import time as _t
+_t.sleep(1)
+print("SNIFFED:", _sniffed)
+"""
+
 KEY_HUNT = """
 import os, re
 _hit = re.compile(r"answer[-_]key|cohort[.]key|peer[.]json")
@@ -565,6 +598,11 @@ def _attack_class(folder: Path, canary: Path) -> dict[str, tuple[float, str]]:
         cells = code if isinstance(code, dict) else {"check_batch": code}
         add(name, learner_notebook(cells, solved=False), 0.0)
     add("key_hunt", learner_notebook({"check_batch": sol["check_batch"] + KEY_HUNT}), FULL)
+    add(
+        "sniffer",
+        learner_notebook({"check_batch": sol["check_batch"] + SNIFF, "wrap": sol["wrap"] + SNIFF_REPORT}),
+        FULL,
+    )
     # the markdown answer carries HTML too
     nb = learner_notebook()
     for cell in nb.cells:
@@ -645,6 +683,12 @@ def test_grade_a_class_of_attacks(
         assert "READABLE: []" in feedback["reads_key"], re.findall(r"READABLE:[^<]*", feedback["reads_key"])
         # The sealed answer key and the learner kernel's peer file live in the checker's sandbox only.
         assert "KEYHUNT: []" in feedback["key_hunt"], re.findall(r"KEYHUNT:[^<]*", feedback["key_hunt"])
+        # The checker's channels are not on the learner's loopback: a subscriber there sees the
+        # learner kernel's own cells (so it works) and no hidden test.
+        sniffed = re.findall(r"SNIFFED: (\{[^<]*\})", unescape(feedback["sniffer"]))
+        assert sniffed, "the sniffer printed nothing"
+        counts = ast.literal_eval(sniffed[0])
+        assert counts["cells"] > 0 and counts["hidden"] == 0, sniffed
         # Every learner gets feedback, those who failed tests too: it is cut at the hidden boundary,
         # never withheld.
         assert set(cases) <= set(feedback), sorted(set(cases) - set(feedback))
@@ -790,3 +834,24 @@ def test_a_kernel_too_slow_to_start_is_graded_once_more(
     assert got["bob"].reason.startswith(SLOW_START), got["bob"].reason
     for r in got.values():
         assert any(w.startswith("graded twice") for w in r.warnings), r.warnings
+
+
+@pytest.mark.parametrize(
+    "rewriter", ["ast_transformers", "input_transformers_cleanup", "input_transformers_post"]
+)
+def test_the_integrity_check_sees_every_list_of_rewriters(rewriter: str) -> None:
+    """A learner's source or AST rewriter (one that turns a test's asserts into ``pass``) is
+    reported, whichever of the shell's lists it joins."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from labkit.course import integrity
+
+    shell = InteractiveShell.instance()
+    try:
+        assert integrity.check(shell, snapshot=True) == ""
+        assert integrity.check(shell) == ""
+        getattr(shell, rewriter).append(lambda lines: ["pass\n"])
+        assert rewriter in integrity.check(shell)
+    finally:
+        getattr(shell, rewriter).pop()
+        InteractiveShell.clear_instance()

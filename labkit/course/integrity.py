@@ -1,7 +1,7 @@
 """Advisory integrity checks, run inside the learner's kernel before each graded test cell.
 
 :func:`check` records (``snapshot=True``) or compares what the tests rely on: builtins, NumPy,
-PyTorch, labkit, the IPython shell's run and traceback methods, its AST transformers and
+PyTorch, labkit, the IPython shell's run and traceback methods, its AST and input transformers and
 exception handler, ``sys.settrace`` and the usual aliases (``lk``, ``np``, ``torch``). Learner
 code can defeat a check that runs in its own process, so this only catches the careless; scores
 come from the trusted checker kernel (:mod:`labkit.course.scoring`).
@@ -102,6 +102,11 @@ def _library_wrapper(new: Any, old: Any) -> bool:
     return code is not None and any(code.co_filename.startswith(r + os.sep) for r in roots)
 
 
+# The shell's lists of source and AST rewriters: a learner's entry could rewrite a test cell
+# before it runs (turn its asserts into ``pass``).
+_LISTS = ("ast_transformers", "input_transformers_cleanup", "input_transformers_post")
+
+
 def check(shell: Any, snapshot: bool = False) -> str:
     """Inside the kernel: record (``snapshot``) or check what the tests rely on.
 
@@ -110,20 +115,22 @@ def check(shell: Any, snapshot: bool = False) -> str:
     if snapshot or not _SNAPSHOT:
         _SNAPSHOT.clear()
         _SNAPSHOT.update(dict(_watched(shell)))
-        _SNAPSHOT["shell.ast_transformers"] = list(shell.ast_transformers)
+        for name in _LISTS:
+            _SNAPSHOT[f"shell.{name}"] = list(getattr(shell, name, ()))
         return ""
     current = dict(_watched(shell))
     changed = [
         name if name in current else f"{name} (removed)"
         for name, obj in _SNAPSHOT.items()
-        if name != "shell.ast_transformers"
+        if name.removeprefix("shell.") not in _LISTS
         and current.get(name, _MISSING) is not obj
         and not _library_wrapper(current.get(name), obj)
     ]
     if shell.custom_exceptions:
         changed.append("the shell's exception handler (set_custom_exc)")
-    if list(shell.ast_transformers) != _SNAPSHOT.get("shell.ast_transformers"):
-        changed.append("the shell's AST transformers")
+    for name in _LISTS:
+        if list(getattr(shell, name, ())) != _SNAPSHOT.get(f"shell.{name}"):
+            changed.append(f"the shell's {name}")
     if sys.gettrace() is not None:
         changed.append("sys.settrace")
     for alias, module in _ALIASES.items():

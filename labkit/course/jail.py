@@ -208,14 +208,16 @@ def kernel_sandbox_argv(
     bwrap: str = "bwrap",
     course_file: str | None = None,
     extra_binds: dict[str, str] | None = None,
+    writable_binds: dict[str, str] | None = None,
 ) -> list[str]:
     """The bubblewrap command line that runs ``command`` (the kernel) in a minimal view.
 
     ``cache_files`` and ``work_files`` map host files to their path under the sandbox's cache
     and working folder (read-only binds into size-capped tmpfs folders); ``extra_binds`` maps
     host paths to absolute sandbox paths (read-only; the checker kernel's peer connection file
-    and answer key). The network namespace is the caller's (the worker's private one),
-    everything else is new.
+    and answer key), ``writable_binds`` likewise but writable (the checker kernel's socket
+    folder). The network namespace is the caller's (the worker's private one), everything else
+    is new.
     """
     size = str(file_mb * 1024 * 1024)
     python_paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.prefix)}
@@ -257,6 +259,8 @@ def kernel_sandbox_argv(
         args += ["--ro-bind", course_file, SANDBOX_COURSE]
     for src, dest in sorted((extra_binds or {}).items()):
         args += ["--ro-bind", src, dest]
+    for src, dest in sorted((writable_binds or {}).items()):
+        args += ["--bind", src, dest]
     data = env.get("LABKIT_DATA")
     if data and Path(data).is_dir():
         args += ["--ro-bind", data, data]
@@ -320,6 +324,7 @@ def kernel_main(argv: list[str]) -> None:
     # when it starts the checker) and, where the lesson has one, the answer key.
     extra_env: dict[str, str] = {}
     binds: dict[str, str] = {}
+    writable: dict[str, str] = {}
     if config.get("role") == "trusted":
         peer = os.environ.get("LABKIT_PEER_CONNECTION", "")
         if not peer or not Path(peer).is_file():
@@ -335,6 +340,11 @@ def kernel_main(argv: list[str]) -> None:
         else:
             binds[peer] = SANDBOX_PEER
             extra_env["LABKIT_PEER_CONNECTION"] = SANDBOX_PEER
+            # Its channels are Unix sockets in a folder of the worker's (see scoring.py): bound
+            # writable at the same path, in this sandbox only.
+            own = json.loads(Path(connection).read_text())
+            if own.get("transport") == "ipc":
+                writable[str(Path(own["ip"]).parent)] = str(Path(own["ip"]).parent)
             if key:
                 binds[str(key)] = SANDBOX_ANSWER_KEY
                 extra_env["LABKIT_ANSWER_KEY_DIR"] = SANDBOX_ANSWER_KEY
@@ -359,6 +369,7 @@ def kernel_main(argv: list[str]) -> None:
         bwrap=bwrap,
         course_file=config.get("course_file"),
         extra_binds=binds,
+        writable_binds=writable,
     )
     for fd in (conn_fd, seccomp_fd):
         if fd is not None:

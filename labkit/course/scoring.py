@@ -24,6 +24,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -109,7 +110,13 @@ def guarded_execute_class(
             # The checker starts while the learner's kernel does; it runs the trusted cells
             # before the first test in the background while the learner's cells run.
             self._t_done, self._t_history = set(), []
-            self._t_km = AsyncKernelManager(kernel_name=CHECKER_KERNEL)
+            # The checker listens on Unix sockets in a folder of the worker's that the learner's
+            # sandbox does not hold, not on the loopback it shares with the learner's kernel:
+            # anyone on that loopback could subscribe to its IOPub channel and read the source
+            # of every test it runs (hidden tests included) and what they print.
+            ipc = Path(os.environ.get("JUPYTER_RUNTIME_DIR", ".")).parent / "checker-ipc"
+            ipc.mkdir(mode=0o700, exist_ok=True)
+            self._t_km = AsyncKernelManager(kernel_name=CHECKER_KERNEL, transport="ipc", ip=str(ipc / "k"))
             env = {**os.environ, "LABKIT_PEER_CONNECTION": str(self.km.connection_file)}
             await ensure_async(self._t_km.start_kernel(env=env))
             self._t_kc = self._t_km.client()
