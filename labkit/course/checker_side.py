@@ -241,7 +241,10 @@ class Peer:
             self.exports[handle] = obj
             self._exported[id(obj)] = handle
         name = getattr(obj, "__name__", None) or type(obj).__name__
-        return {"$checker": handle, "name": str(name)[:100]}
+        tag: dict[str, Any] = {"$checker": handle, "name": str(name)[:100]}
+        if getattr(type(obj), "_grading_fields", None) is not None:  # its stand-in passes isinstance
+            tag["cls"] = f"{type(obj).__module__}:{type(obj).__qualname__}"
+        return tag
 
     def encode_arg(self, obj: Any, names: dict[int, str], originals: dict[str, Any] | None = None) -> Any:
         """``obj`` for learner code: data by value; the checker's other objects as tags, each with a
@@ -314,6 +317,13 @@ class Peer:
                 return originals[key]
             if "$exported" in tag:
                 return self.exported(tag["$exported"])
+            if "$shared" in tag:  # a field of a learner object: the trusted object of that name
+                name = str(tag["$shared"])
+                if name not in _trusted_names().values():
+                    raise RemoteError(
+                        f"the learner's kernel named {name[:40]!r}, which is not a trusted object"
+                    )
+                return _SHARED[name]
             if "$remote" in tag:
                 handle = int(tag["$remote"])
                 kind = tag.get("kind")
@@ -360,7 +370,8 @@ class Peer:
         return self.decode_result(answer.get("value"), originals)
 
     def get(self, name: str) -> Any:
-        return self.decode_result(self.request({"op": "get", "name": name}), {})
+        shared = sorted(set(_trusted_names().values()))
+        return self.decode_result(self.request({"op": "get", "name": name, "shared": shared}), {})
 
 
 def _write_back(target: Any, new: Any) -> None:

@@ -309,12 +309,13 @@ def _labkit_dataclass(name: str) -> type:
 
 # labkit objects with behaviour (a GuardedModel) whose class declares ``_grading_fields`` and
 # ``_grading_state``: while that state is all they hold, they cross as those constructor arguments,
-# rebuilt by the checker's own class (whose constructor validates them); their callables (the
-# learner's model) cross as call proxies, so the checker's code runs the object and computes
+# rebuilt by the checker's own class (whose constructor validates them, or its classmethod
+# ``_grading_rebuild`` where the class has one: a Campaign replays its journal); their callables
+# (the learner's model) cross as call proxies, so the checker's code runs the object and computes
 # the verdict. Anything else of the learner's stays a RemoteObject.
 
 
-def _stateful_class(name: str) -> type:
+def stateful_class(name: str) -> type:
     """The receiver's labkit class named ``module:qualname`` that declares its grading state."""
     cls = _labkit_class(name)
     fields = vars(cls).get("_grading_fields")
@@ -331,7 +332,7 @@ def grading_state(obj: Any) -> tuple[str, dict[str, Any]] | None:
     cls = type(obj)
     name = f"{cls.__module__}:{cls.__qualname__}"
     try:
-        if _stateful_class(name) is not cls:
+        if stateful_class(name) is not cls:
             return None
         state = obj._grading_state()
     except Exception:
@@ -344,7 +345,7 @@ def grading_state(obj: Any) -> tuple[str, dict[str, Any]] | None:
 def rebuild_state(tag: dict[str, Any], value: Callable[[Any], Any]) -> Any:
     """The receiver's object for a ``{"$state": name, "fields": ...}`` tag, each field decoded
     by ``value``; unknown classes or fields, and arguments the constructor refuses, raise."""
-    cls = _stateful_class(str(tag["$state"]))
+    cls = stateful_class(str(tag["$state"]))
     given = tag.get("fields")
     if type(given) is not dict:
         raise CodecError(f"a {cls.__qualname__} whose fields are not an object")
@@ -352,8 +353,9 @@ def rebuild_state(tag: dict[str, Any], value: Callable[[Any], Any]) -> Any:
     if extra:
         raise CodecError(f"a {cls.__qualname__} with fields it does not describe: {extra[:5]}")
     values = {str(k): value(v) for k, v in given.items()}
+    build = cls._grading_rebuild if "_grading_rebuild" in vars(cls) else cls  # type: ignore[attr-defined]
     try:
-        return cls(**values)
+        return build(**values)
     except (TypeError, ValueError) as err:
         raise CodecError(f"a {cls.__qualname__} its constructor refuses: {str(err)[:200]}") from None
 

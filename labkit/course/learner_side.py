@@ -33,6 +33,7 @@ from labkit.course.codec import (
     grading_state,
     rebuild_module,
     reraise,
+    stateful_class,
     user_ns,
 )
 from labkit.course.rng import rng_state, set_rng_state
@@ -58,6 +59,7 @@ class _Call:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()  # worker -> serve
         self.replies: queue.Queue[Any] = queue.Queue()  # serve -> worker (the checker's answers)
         self.origins: dict[int, str] = {}  # id of an object the checker sent -> its token
+        self.shared: dict[int, str] = {}  # id of an object trusted cells made in both kernels -> its name
         self.keep: list[Any] = []  # those objects, alive while the call is (so ids stay unique)
         self.thread: threading.Thread | None = None
 
@@ -135,7 +137,9 @@ def _learner_tag(tag: dict[str, Any], call: _Call) -> Any:
     elif "$module" in tag:
         obj = rebuild_module(tag)
     elif "$checker" in tag:
-        obj = _CheckerObject(int(tag["$checker"]), str(tag.get("name", "object"))[:100])
+        obj = _CheckerObject(
+            int(tag["$checker"]), str(tag.get("name", "object"))[:100], _stand_in_for(tag.get("cls"))
+        )
     elif "$import" in tag:
         module, _, qual = str(tag["$import"]).partition(":")
         if not module.startswith(("labkit", "torch", "numpy", "math")):
@@ -153,6 +157,10 @@ def _learner_tag(tag: dict[str, Any], call: _Call) -> Any:
 
 def _answer(req: dict[str, Any], call: _Call) -> Any:
     op = req["op"]
+    shared = req.get("shared")
+    if type(shared) is list:
+        ns = user_ns()
+        call.shared = {id(ns[n]): n for n in shared if type(n) is str and n in ns}
     if op == "get":
         ns = user_ns()
         if req["name"] not in ns:
@@ -265,7 +273,7 @@ def _result(value: Any, call: _Call | None) -> Any:
         described = grading_state(obj)
         if described is not None:
             try:
-                fields = {k: encode(v, other, budget) for k, v in described[1].items()}
+                fields = {k: encode(v, field, budget) for k, v in described[1].items()}
             except CodecError:
                 fields = None  # a field that cannot cross: a handle instead
             if fields is not None:
@@ -284,6 +292,15 @@ def _result(value: Any, call: _Call | None) -> Any:
             "name": str(getattr(obj, "__name__", type(obj).__name__))[:100],
         }
 
+    def field(obj: Any) -> Any:
+        # A labkit object with behaviour that a trusted cell made in both kernels (the lesson's
+        # prediction API), held by an object that crosses as its state: the checker's own object
+        # of that name. Only the name crosses; the checker decides what it stands for.
+        if id(obj) in shared and getattr(type(obj), "_grading_fields", None) is not None:
+            return {"$shared": shared[id(obj)]}
+        return other(obj)
+
+    shared = call.shared if call is not None else {}
     if id(value) in origins:
         return {"$arg": origins[id(value)]}
     return encode(value, other, budget)
@@ -313,16 +330,37 @@ def _defense_tag(obj: Any) -> dict[str, Any] | None:
     }
 
 
+def _stand_in_for(name: Any) -> type | None:
+    """The learner kernel's labkit class named ``module:qualname`` that a stand-in passes for in
+    ``isinstance`` (a class with behaviour that describes its grading state, not a module)."""
+    import torch
+
+    if not isinstance(name, str):
+        return None
+    try:
+        cls = stateful_class(name)
+    except CodecError:
+        return None
+    return None if issubclass(cls, torch.nn.Module) else cls
+
+
 class _CheckerObject:
     """In the learner kernel: an object of the checker's that a test handed to learner code (an
     attack, a fake clock, a prediction API). Calling it, reading its public attributes, ``len``
-    and indexing run in the checker, with the arguments crossing as data."""
+    and indexing run in the checker, with the arguments crossing as data. A stand-in for a labkit
+    object with behaviour (a prediction API) passes ``isinstance`` for that object's class, so
+    that labkit code in this kernel (a red-team campaign) accepts it as its target."""
 
-    __slots__ = ("_handle", "_name")
+    __slots__ = ("_cls", "_handle", "_name")
 
-    def __init__(self, handle: int, name: str) -> None:
+    def __init__(self, handle: int, name: str, cls: type | None = None) -> None:
         object.__setattr__(self, "_handle", handle)
         object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_cls", cls)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return object.__getattribute__(self, "_cls") or _CheckerObject
 
     def __repr__(self) -> str:
         return f"<grader's {object.__getattribute__(self, '_name')}>"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -31,6 +32,30 @@ from labkit.serving import PredictionAPI, QueryBudgetExceeded, RateLimitExceeded
 __all__ = ["Campaign"]
 
 _MIN_THRESHOLD = 0.05
+
+# What a campaign's journal records, and the arguments each action takes (see Campaign.replay).
+_ACTIONS: dict[str, frozenset[str]] = {
+    "run": frozenset({"probes"}),
+    "run_probe": frozenset({"probe", "settings"}),
+    "log_manual": frozenset(
+        {
+            "technique",
+            "title",
+            "successes",
+            "trials",
+            "queries",
+            "cost",
+            "threshold",
+            "evidence",
+            "reproduction",
+            "prompts",
+            "clean",
+            "adversarial",
+        }
+    ),
+    "ask": frozenset({"x"}),
+    "spend": frozenset({"n"}),
+}
 
 
 def _check_data(value: object, name: str) -> LabData | None:
@@ -71,6 +96,11 @@ class Campaign:
     seed:
         Seeds every random choice of the probes.
 
+    Every action taken on a campaign from outside (:meth:`run`, :meth:`run_probe`,
+    :meth:`log_manual`, :meth:`ask`, :meth:`spend`) is recorded in its :attr:`journal`, which
+    :meth:`replay` repeats on another campaign: the retest of a fixed target, or a check that
+    the findings follow from what was done.
+
     Examples
     --------
     >>> import torch
@@ -89,6 +119,11 @@ class Campaign:
     Traceback (most recent call last):
     ...
     labkit.redteam.scope.ScopeError: probe 'white_box' (AML.T0043.000) is not in scope; ...
+    >>> [action for action, _ in campaign.journal]
+    ['run', 'run_probe']
+    >>> retest = Campaign(PredictionAPI(model, output="label"), campaign.scope, data=data)
+    >>> [f.technique for f in retest.replay(campaign.journal).findings]  # labels only: no score leak
+    ['AML.T0029']
     """
 
     target: PredictionAPI | Callable[..., Any]
@@ -163,6 +198,9 @@ class Campaign:
         self._findings: list[Finding] = []
         self._surrogate_model: LabModel | None = None
         self._observations: dict[int, Observation] = {}
+        self._journal: list[tuple[str, dict[str, Any]]] = []
+        self._depth: int = 0  # > 0 while an action runs: the actions it calls are not recorded
+        self._retriaged: bool = False  # re-rated with a rule of the caller's (not in the journal)
 
     # ------------------------------------------------------------------ budget and inputs
     @property
@@ -180,17 +218,19 @@ class Campaign:
 
     def spend(self, n: int) -> None:
         """Count ``n`` queries made outside :meth:`ask` (an attack that calls the API itself)."""
-        self.queries_used += int(n)
+        with self._action("spend", n=int(n)):
+            self.queries_used += int(n)
 
     def ask(self, x: torch.Tensor) -> Any:
         """One call to the target's API, paid for from the scope's budget."""
-        self.reserve(len(x))
-        assert isinstance(self.target, PredictionAPI)
-        before = self.target.queries_used
-        try:
-            return self.target(x)
-        finally:
-            self.spend(self.target.queries_used - before)
+        with self._action("ask", x=x.detach().clone() if isinstance(x, torch.Tensor) else x):
+            self.reserve(len(x))
+            assert isinstance(self.target, PredictionAPI)
+            before = self.target.queries_used
+            try:
+                return self.target(x)
+            finally:
+                self.spend(self.target.queries_used - before)
 
     def need(self, name: str) -> Any:
         """The input ``name`` given to the campaign; ``NotApplicable`` when it was not given."""
@@ -290,6 +330,10 @@ class Campaign:
         ValueError
             Unknown probe, a probe for another kind of target, or an input it needs is missing.
         """
+        with self._action("run_probe", probe=probe, settings=dict(settings)):
+            return self._run_probe(probe, settings)
+
+    def _run_probe(self, probe: str, settings: dict[str, Any]) -> list[Finding]:
         if probe not in PROBES:
             raise ValueError(f"unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
         info = PROBES[probe]
@@ -370,9 +414,13 @@ class Campaign:
         as it does (:class:`ScopeError` outside the scope). Returns the campaign, so that
         ``campaign.run()`` displays the report.
         """
+        if probes is not None and (isinstance(probes, str) or not isinstance(probes, Sequence)):
+            raise TypeError("probes must be a list of probe names, e.g. ['transfer', 'membership']")
+        with self._action("run", probes=None if probes is None else list(probes)):
+            return self._run(probes)
+
+    def _run(self, probes: Sequence[str] | None) -> Campaign:
         if probes is not None:
-            if isinstance(probes, str) or not isinstance(probes, Sequence):
-                raise TypeError("probes must be a list of probe names, e.g. ['transfer', 'membership']")
             for p in probes:
                 self.run_probe(p)
             return self
@@ -426,6 +474,39 @@ class Campaign:
         Finding or None
             The finding, or ``None`` when the evidence does not clear the floor (still logged).
         """
+        args: dict[str, Any] = {
+            "technique": technique,
+            "title": title,
+            "successes": successes,
+            "trials": trials,
+            "queries": queries,
+            "cost": cost,
+            "threshold": threshold,
+            "evidence": None if evidence is None else dict(evidence),
+            "reproduction": tuple(str(s) for s in reproduction),
+            "prompts": tuple(str(p) for p in prompts),
+            "clean": clean,
+            "adversarial": adversarial,
+        }
+        with self._action("log_manual", **args):
+            return self._log_manual(**args)
+
+    def _log_manual(
+        self,
+        *,
+        technique: str,
+        title: str,
+        successes: int,
+        trials: int,
+        queries: int,
+        cost: float | None,
+        threshold: float,
+        evidence: Mapping[str, Any] | None,
+        reproduction: Sequence[str],
+        prompts: Sequence[str],
+        clean: torch.Tensor | None,
+        adversarial: torch.Tensor | None,
+    ) -> Finding | None:
         if not isinstance(technique, str) or technique not in atlas.TECHNIQUES:
             raise ValueError(
                 f"technique must be an ATLAS technique id from labkit.atlas.TECHNIQUES, got {technique!r}"
@@ -508,7 +589,126 @@ class Campaign:
         except Exception:
             self.severity = old
             raise
+        self._retriaged = True
         return self
+
+    # ------------------------------------------------------------------ journal and replay
+    @contextlib.contextmanager
+    def _action(self, name: str, **args: Any) -> Iterator[None]:
+        """Record ``name(**args)`` in the journal when it is called from outside (not by another
+        action of this campaign), whether it succeeds or raises."""
+        if self._depth == 0:
+            self._journal.append((name, args))
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    @property
+    def journal(self) -> list[tuple[str, dict[str, Any]]]:
+        """What was done to this campaign from outside, in order: ``(action, arguments)`` pairs,
+        the action one of ``run``, ``run_probe``, ``log_manual``, ``ask`` and ``spend``."""
+        return [(name, dict(args)) for name, args in self._journal]
+
+    def replay(self, journal: Sequence[Any]) -> Campaign:
+        """Repeat a campaign's :attr:`journal` on this one, in order, and return this campaign.
+
+        Probes run again with the same settings against this campaign's target (the same seed
+        gives the same probe inputs), manual attempts are logged as they were, queries asked
+        again. An action that was refused or failed there fails here too: it is logged as it was
+        and the replay goes on. A journal that is not a list of ``(action, arguments)`` pairs of
+        the actions above raises ``ValueError`` before anything runs.
+        """
+        if isinstance(journal, str | bytes) or not isinstance(journal, Sequence):
+            raise ValueError(
+                f"a journal is a list of (action, arguments) pairs, got {type(journal).__name__}"
+            )
+        steps: list[tuple[str, dict[str, Any]]] = []
+        for k, entry in enumerate(journal):
+            if not (isinstance(entry, tuple | list) and len(entry) == 2):
+                raise ValueError(f"journal entry {k} is not an (action, arguments) pair")
+            name, args = entry
+            if name not in _ACTIONS or not isinstance(args, Mapping):
+                raise ValueError(
+                    f"journal entry {k}: {str(name)[:40]!r} is not one of {', '.join(_ACTIONS)}, "
+                    "with its arguments as a mapping"
+                )
+            unknown = sorted(str(a)[:40] for a in set(args) - _ACTIONS[name])
+            if unknown:
+                raise ValueError(f"journal entry {k}: {name} takes no argument {', '.join(unknown)}")
+            steps.append((name, dict(args)))
+        for name, args in steps:
+            try:
+                if name == "run_probe":
+                    settings = args.get("settings") or {}
+                    if not isinstance(settings, Mapping):
+                        raise TypeError("a probe's settings must be a mapping")
+                    self.run_probe(args.get("probe", ""), **{str(k): v for k, v in settings.items()})
+                elif name == "run":
+                    self.run(args.get("probes"))
+                elif name == "log_manual":
+                    self.log_manual(**args)
+                elif name == "ask":
+                    self.ask(args.get("x"))  # type: ignore[arg-type]
+                else:
+                    self.spend(args.get("n", 0))
+            except (
+                ScopeError,
+                ValueError,
+                TypeError,
+                AttributeError,
+                RateLimitExceeded,
+                QueryBudgetExceeded,
+            ):
+                continue
+        return self
+
+    # A campaign against a vision target, rated by the default rule, crosses from a learner's
+    # kernel to the grader as its constructor arguments and its journal: the grader's own class
+    # replays the journal against a twin of the target, so that its code runs every probe and
+    # rates every finding, and the target's own counters keep what the learner's code sent.
+    _grading_fields: ClassVar[tuple[str, ...]] = (
+        "target",
+        "scope",
+        "data",
+        "model",
+        "surrogate_data",
+        "members",
+        "nonmembers",
+        "name",
+        "seed",
+        "journal",
+    )
+
+    def _grading_state(self) -> dict[str, Any] | None:
+        """The constructor arguments and the journal, or ``None`` for an assistant target, a
+        severity rule other than the default or a campaign re-rated by :meth:`triage`."""
+        if self.kind != "vision" or self.severity is not default_severity or self._retriaged:
+            return None
+        return {
+            "target": self.target,
+            "scope": self.scope,
+            "data": self.data,
+            "model": self.model,
+            "surrogate_data": self.surrogate_data,
+            "members": self.members,
+            "nonmembers": self.nonmembers,
+            "name": self.name,
+            "seed": self.seed,
+            "journal": [[name, args] for name, args in self._journal],
+        }
+
+    @classmethod
+    def _grading_rebuild(cls, *, target: Any, journal: Sequence[Any] = (), **fields: Any) -> Campaign:
+        """The receiver's campaign for described state: built with these arguments, its journal
+        replayed against a twin of ``target`` (an API whose counters start at zero)."""
+        if not isinstance(target, PredictionAPI):
+            raise ValueError(
+                "the campaign's target is not an API the grader knows: run the campaign against the "
+                "prediction API the notebook or the test gives you"
+            )
+        return cls(target.twin(), **fields).replay(journal)
 
     def report(self, *, summary: str | None = None, title: str | None = None) -> Report:
         """The campaign's report (Markdown and HTML); ``summary`` is the executive summary."""

@@ -283,6 +283,26 @@ class PredictionAPI:
         (its counters, log and token bucket are not described)."""
         if self.calls or self.queries_used or self.log.records or self._tokens != float(self.burst):
             return None
+        return self._settings()
+
+    def twin(self) -> PredictionAPI:
+        """A new API in front of the same model with the same settings, that has answered nothing:
+        its counter, log, budget and token bucket start afresh (this one's are left as they are).
+
+        >>> from torch import nn
+        >>> import labkit as lk
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> model = lk.LabModel(net, input_shape=(1, 2, 2), num_classes=2)
+        >>> api = PredictionAPI(model, output="label", query_budget=10)
+        >>> _ = api(torch.rand(3, 1, 2, 2))
+        >>> fresh = api.twin()
+        >>> (api.queries_used, fresh.queries_used, fresh.output, fresh.query_budget)
+        (3, 0, 'label', 10)
+        """
+        return type(self)(**self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        """The constructor arguments of an API like this one."""
         return {
             "model": self.model,
             "output": self.output,

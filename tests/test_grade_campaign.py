@@ -1,0 +1,162 @@
+"""A red-team Campaign crosses from the learner's kernel to the checker as its journal.
+
+Lesson 12 grades a learner's engagement. Its findings are computed by labkit code, but in the
+learner's kernel that code, the Campaign object and its lists are the learner's to change: a
+subclass can report findings no probe produced. The checker therefore never reads a learner's
+findings. A Campaign of exactly labkit's class crosses as its constructor arguments and its
+journal (what was done to it), and the checker's own class replays the journal against a twin of
+the target; anything else stays a remote object, which fails ``isinstance(campaign, Campaign)``.
+A prediction API the checker hands to learner code stays the checker's (each query is counted
+there) and its stand-in passes ``isinstance`` so that labkit's Campaign accepts it as a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from labkit.course import checker_side, remote
+from labkit.redteam import Campaign, Scope
+
+SETUP = """
+import torch
+from torch import nn
+import labkit as lk
+from labkit.redteam import Campaign, Scope
+from labkit.serving import PredictionAPI
+torch.manual_seed(0)
+model = lk.LabModel(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), input_shape=(1, 2, 2), num_classes=2).eval()
+data = lk.data.LabData(name="toy", split="test", x=torch.rand(16, 1, 2, 2), y=torch.randint(0, 2, (16,)),
+                       classes=["a", "b"])
+api = PredictionAPI(model)
+"""
+
+LEARNER = """
+scope = Scope(techniques=["api_recon"], query_budget=500)
+def engage(target, scope):
+    campaign = Campaign(target, scope, data=data, name="mine")
+    campaign.run()
+    x, y = data.batch(8)
+    wrong = int((target(x).argmax(dim=1) != y).sum())
+    campaign.log_manual(technique="AML.T0029", title="by hand", successes=wrong, trials=8, queries=8)
+    return campaign
+honest = engage(api, scope)
+class Boasting(Campaign):
+    pass
+boasting = Boasting(api, scope, data=data)
+tampered = engage(api, scope)
+tampered._findings.append(tampered._findings[0])
+tampered.queries_used = 3
+tampered.name = "renamed"
+triaged = engage(api, scope).triage(lambda rate, cost: "critical")
+elsewhere = engage(PredictionAPI(model), scope)
+def seen_as_api(target):
+    return isinstance(target, PredictionAPI)
+"""
+
+
+@pytest.fixture(scope="module")
+def checker() -> Iterator[dict[str, Any]]:
+    """This process as the checker, a plain ipykernel as the learner's kernel; both ran SETUP
+    (the lesson's trusted cells), the learner's kernel LEARNER too."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    saved = (checker_side.user_ns, list(checker_side._PEER), dict(checker_side._SHARED))
+    try:
+        kc.wait_for_ready(timeout=120)
+        reply = kc.execute_interactive(SETUP + LEARNER, timeout=120, output_hook=lambda m: None)
+        assert reply["content"]["status"] == "ok"
+        ns: dict[str, Any] = {}
+        exec(SETUP, ns)  # the checker's own objects of the trusted cells
+        checker_side.user_ns = lambda: ns
+        checker_side._PEER[:] = [remote.Peer(km.connection_file, 60)]
+        learner = ["honest", "boasting", "tampered", "triaged", "engage", "seen_as_api"]
+        assert remote.bind(learner, ["api", "model", "data"]) == ""
+        ns["elsewhere_note"] = remote.bind(["elsewhere"], ["api", "model", "data"])
+        yield ns
+    finally:
+        checker_side.user_ns, checker_side._PEER[:] = saved[0], saved[1]
+        checker_side._SHARED.clear()
+        checker_side._SHARED.update(saved[2])
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _techniques(campaign: Campaign) -> set[str]:
+    return {f.technique for f in campaign.findings}
+
+
+def test_a_campaign_is_replayed_by_the_checkers_class(checker: dict[str, Any]) -> None:
+    honest = checker["honest"]
+    assert type(honest) is Campaign, "the campaign should be rebuilt by the checker's own class"
+    assert honest.name == "mine" and honest.scope.probes == ("api_recon",)
+    assert [a.probe for a in honest.attempts] == ["api_recon", "api_recon", "manual"]
+    assert "AML.T0029" in _techniques(honest)
+    assert honest.target is not checker["api"], "the replay runs against a twin of the target"
+    assert checker["api"].queries_used == 0, (
+        "the checker's API counts what learner code sends, not the replay"
+    )
+    expected = Campaign(checker["api"].twin(), honest.scope, data=checker["data"], name="mine").run()
+    assert honest.queries_used == expected.queries_used + 8
+
+
+def test_what_learner_code_wrote_into_a_campaign_is_not_believed(checker: dict[str, Any]) -> None:
+    tampered, honest = checker["tampered"], checker["honest"]
+    assert type(tampered) is Campaign and tampered.name == "renamed"
+    assert len(tampered.findings) == len(honest.findings), "the appended finding was made up"
+    assert tampered.queries_used == honest.queries_used, "the counter is the replay's"
+
+
+def test_a_subclass_or_a_retriaged_campaign_does_not_cross(checker: dict[str, Any]) -> None:
+    assert not isinstance(checker["boasting"], Campaign)
+    assert not isinstance(checker["triaged"], Campaign), "a rule of the learner's rated its findings"
+
+
+def test_a_campaign_against_an_api_the_checker_does_not_know_is_not_graded(checker: dict[str, Any]) -> None:
+    assert "elsewhere: CodecError" in checker["elsewhere_note"]
+    assert "an API the grader knows" in checker["elsewhere_note"]
+    with pytest.raises(remote.RemoteError, match="an API the grader knows"):
+        _ = checker["elsewhere"].findings
+
+
+def test_an_api_the_checker_hands_over_counts_every_query_there(checker: dict[str, Any]) -> None:
+    from labkit.serving import PredictionAPI
+
+    api = PredictionAPI(checker["model"])
+    assert checker["seen_as_api"](api) is True
+    campaign = checker["engage"](api, Scope(techniques=["api_recon"], query_budget=500))
+    assert type(campaign) is Campaign
+    assert api.queries_used > 8, "the learner's probes and manual queries reached the checker's API"
+    assert campaign.queries_used == api.queries_used, "the replay sends what the learner's code sent"
+
+
+def test_a_journal_that_is_not_one_is_refused(checker: dict[str, Any]) -> None:
+    from labkit.course import codec
+    from labkit.serving import PredictionAPI
+
+    tag = {
+        "$state": "labkit.redteam.campaign:Campaign",
+        "fields": {"target": None, "scope": None, "journal": [["os.system", {}]]},
+    }
+    with pytest.raises(codec.CodecError):
+        codec.decode(tag, None)
+    scope = Scope(techniques=["api_recon"], query_budget=10)
+    campaign = Campaign(PredictionAPI(checker["model"]), scope)
+    for bad, why in [
+        ([("run_probe", {"probe": "api_recon"}), ("exec", {})], "not one of"),
+        ([("spend", {"n": 1, "x": 2})], "takes no argument"),
+        ([("spend",)], "not an .action, arguments. pair"),
+        ("run", "a list"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            campaign.replay(bad)
+    assert campaign.journal == [] and campaign.attempts == [], "nothing ran before the journal was refused"
+    campaign.replay([("spend", {"n": torch.tensor(2).item()})])
+    assert campaign.queries_used == 2 and campaign.journal == [("spend", {"n": 2})]
