@@ -9,9 +9,10 @@ reads the *released* notebook (never the submission: a learner can edit unlocked
   reading a learner name (assignment, augmented assignment, ``del``, ``global`` in a function,
   ``import ... as``, ``def``/``class``, ``for`` and ``with ... as`` targets, ``:=``);
 * a **trusted cell** is a code cell that is neither a solution cell nor a test cell and whose
-  running executes no learner code: the checker runs it too (unless no test depends on it), so
-  its names are the checker's own objects. A cell may read learner names inside the bodies of
-  the functions it defines (``def defend(seed): return build_defense(...)``) and stay trusted,
+  running executes no learner code: the checker runs it too (unless no test depends on it or
+  it only draws, :data:`DISPLAY`), so its names are the checker's own objects. A cell may
+  read learner names inside the bodies of the functions it defines
+  (``def defend(seed): return build_defense(...)``) and stay trusted,
   as long as nothing in the cell runs such a body: the reads must sit in an undecorated ``def``
   (a decorator may call the function), not in a class body, a lambda or a comprehension (run at
   once, or handed to code that calls them), and the cell must not read, at its top level, a
@@ -32,11 +33,17 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CellPlan", "CellReads", "TestStep", "plan_cells", "reads_of"]
+__all__ = ["DISPLAY", "CellPlan", "CellReads", "TestStep", "display_only", "plan_cells", "reads_of"]
 
 # Builtins that reach a cell's names by a string: a cell that uses one at top level may run any
 # function it defined.
 _DYNAMIC = frozenset({"eval", "exec", "globals", "locals", "vars"})
+
+#: Functions that only draw (labkit's never change their inputs). A trusted cell whose every
+#: statement calls one of them, through a name an import bound, with arguments that call nothing
+#: (``lk.atlas.threat_map();``, ``lk.plot.curves(report, title="...")``) changes no object a
+#: test reads, whatever names it reads: the checker skips it.
+DISPLAY = ("labkit.plot", "labkit.atlas.threat_map", "matplotlib.pyplot", "IPython.display.display")
 
 
 @dataclass
@@ -279,6 +286,61 @@ def imports_of(source: str) -> dict[str, str]:
     return {name: src for name, src in found.items() if name not in assigned}
 
 
+def module_paths(source: str) -> dict[str, str]:
+    """Names that ``source`` binds only by a top-level absolute import -> the dotted path of what
+    they name (``{"lk": "labkit", "grid": "labkit.plot.image_grid"}``)."""
+    found: dict[str, str] = {}
+    for name, src in imports_of(source).items():
+        stmt = ast.parse(src).body[0]
+        assert isinstance(stmt, ast.Import | ast.ImportFrom)
+        alias = stmt.names[0]
+        if isinstance(stmt, ast.ImportFrom):
+            found[name] = f"{stmt.module}.{alias.name}"
+        else:
+            found[name] = alias.name if alias.asname else alias.name.split(".")[0]
+    return found
+
+
+def _dotted(node: ast.expr, modules: dict[str, str]) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in modules:
+        return None
+    return ".".join([modules[node.id], *reversed(parts)])
+
+
+_RUNS_CODE = (ast.Call, ast.Lambda, ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)
+
+
+def display_only(source: str, modules: dict[str, str]) -> bool:
+    """True when every statement of ``source`` calls a drawing function (:data:`DISPLAY`) by a
+    name in ``modules`` (:func:`module_paths` of the cells before) with arguments that call
+    nothing, so running it changes no object a test reads.
+
+    >>> display_only("lk.atlas.threat_map();", {"lk": "labkit"})
+    True
+    >>> display_only("lk.plot.curves(model(x))", {"lk": "labkit"})  # model(x) may change model
+    False
+    """
+    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    try:
+        body = ast.parse("\n".join(lines)).body
+    except SyntaxError:
+        return False
+    for stmt in body:
+        if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
+            return False
+        path = _dotted(stmt.value.func, modules)
+        if path is None or not any(path == p or path.startswith(p + ".") for p in DISPLAY):
+            return False
+        arguments = [*stmt.value.args, *(k.value for k in stmt.value.keywords)]
+        if any(isinstance(n, _RUNS_CODE) for arg in arguments for n in ast.walk(arg)):
+            return False
+    return bool(body)
+
+
 def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
     """The checker's plan for the lesson's notebook ``nb`` (an ``nbformat`` notebook).
 
@@ -329,7 +391,9 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
             calls.pop(name, None)
 
     pending: list[int] = []
-    trusted: list[tuple[str, set[str], set[str]]] = []  # source, names read, names assigned
+    # source, names read, names assigned, whether it only draws
+    trusted: list[tuple[str, set[str], set[str], bool]] = []
+    modules: dict[str, str] = {}  # names the checker's imports bound -> what they name
     tests: dict[str, TestStep] = {}
     before: dict[str, list[int]] = {}
     order: list[str] = []
@@ -341,7 +405,9 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
         loaded, stored = names_of(cell.source)
         reads = reads_of(cell.source)
         own = {d.name: d.reads for d in reads.functions if d.name is not None}
+        checker_imports: dict[str, str] = {}  # modules the checker binds by running this cell
         if meta.get("solution"):
+            checker_imports = module_paths(cell.source)  # the checker imports these itself
             imported = imports_of(cell.source)
             learner |= stored - set(imported)
             shared -= stored
@@ -350,7 +416,7 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
                 learner.discard(name)
                 pending.append(len(trusted))
                 events.append(("trusted", len(trusted)))
-                trusted.append((src, set(), {name}))
+                trusted.append((src, set(), {name}, False))
         elif meta.get("grade") and str(meta.get("grade_id")) in in_kernel:
             learner |= stored
             shared -= stored
@@ -384,19 +450,24 @@ def plan_cells(nb: Any, *, in_kernel: Collection[str] = ()) -> CellPlan:
             calls.update(own)
             pending.append(len(trusted))
             events.append(("trusted", len(trusted)))
-            trusted.append((cell.source, loaded, stored))
+            trusted.append((cell.source, loaded, stored, not stored and display_only(cell.source, modules)))
+            checker_imports = module_paths(cell.source)
+        for name in stored:  # a name rebound otherwise no longer names the checker's module
+            modules.pop(name, None)
+        modules.update(checker_imports)
         every |= learner
     # The checker skips trusted cells no test depends on (figures, demonstrations): walking back
     # from the tests, a cell is kept when it assigns a name a later kept cell or test reads, or
-    # assigns nothing and reads such a name (it may change that object in place).
+    # assigns nothing and reads such a name (it may change that object in place) without only
+    # drawing (:func:`display_only`).
     needed: set[str] = set()
     kept: set[int] = set()
     for kind, key in reversed(events):
         if kind == "test":
             needed |= names_of(tests[str(key)].source)[0]
             continue
-        _, loaded, stored = trusted[int(key)]
-        if stored & needed or (not stored and loaded & needed):
+        _, loaded, stored, draws = trusted[int(key)]
+        if stored & needed or (not stored and not draws and loaded & needed):
             kept.add(int(key))
             needed = (needed - stored) | loaded
     for grade_id, indices in before.items():

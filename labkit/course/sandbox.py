@@ -79,12 +79,14 @@ from labkit.course.limits import SLOW_START, Limits
 __all__ = [
     "Limits",
     "SandboxJob",
+    "course_setup",
     "isolation_support",
     "job_uid",
     "kernel_sandbox_argv",
     "run_sandboxed",
     "sandbox_problem",
     "seccomp_filter",
+    "skip_iri_format_checker",
     "stop_worker",
     "worker_exited",
 ]
@@ -99,7 +101,9 @@ class SandboxJob:
     ``--trust-submissions``). ``course_root`` is the instructor's course (for the answer key;
     found from the working folder when not given); :func:`start_worker` fills in
     ``answer_key_dir``, the lesson's sealed key for the checker kernel, or
-    ``answer_key_problem``, why there is none.
+    ``answer_key_problem``, why there is none, and ``setup``, what the worker needs from the
+    staged ``course.yml`` (:func:`course_setup`), so that the worker never loads the manifest
+    (which imports PyTorch, seconds of every submission).
     """
 
     student: str
@@ -116,6 +120,7 @@ class SandboxJob:
     course_root: str | None = None
     answer_key_dir: str | None = None
     answer_key_problem: str | None = None
+    setup: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +158,36 @@ def _export_answer_key(job: SandboxJob) -> None:
     job.answer_key_dir = str(dest)
 
 
+def course_setup(course_file: Path, lesson: str, profile: str | None) -> dict[str, Any]:
+    """What a worker needs from ``course_file`` (the staged ``course.yml``) to grade ``lesson``,
+    as plain JSON data: the lesson's slug, notebook and kernel-scored tests, the profile's cell
+    time limit, and nbgrader's settings for the course (:func:`nbgrader_config`; the worker
+    points them at its own copy of the course).
+
+    Read on the parent side: the manifest imports the library's core, PyTorch included, which a
+    worker (nbgrader and two kernels, none of it PyTorch) would otherwise load for every
+    submission.
+    """
+    from labkit.course.manifest import load_course
+    from labkit.course.nbgrader_setup import nbgrader_config
+
+    course = load_course(course_file)
+    found = course.lesson(lesson)
+    cfg = nbgrader_config(course, root=course_file.parent, profile=profile)
+    return {
+        "slug": found.slug,
+        "notebook": str(found.notebook),
+        "kernel_tests": list(found.kernel_tests),
+        "cell_seconds": course.profile(profile).cell_timeout,
+        "nbgrader": json.loads(json.dumps(cfg)),
+    }
+
+
 def start_worker(job: SandboxJob, *, log_path: Path) -> subprocess.Popen[bytes]:
     """Start the worker process for ``job`` (its own process group; output to ``log_path``)."""
     _export_answer_key(job)
+    if job.setup is None:
+        job.setup = course_setup(Path(job.inbox) / "course.yml", job.lesson, job.profile)
     payload = json.dumps({**asdict(job), "limits": asdict(job.limits)})
     env = clean_env()
     log = open(log_path, "wb")
@@ -174,6 +206,19 @@ def start_worker(job: SandboxJob, *, log_path: Path) -> subprocess.Popen[bytes]:
     proc.stdin.write(payload.encode())
     proc.stdin.close()
     return proc
+
+
+def skip_iri_format_checker() -> None:
+    """Keep jsonschema from loading its optional IRI format checker in this process.
+
+    ``rfc3987_syntax``, when installed, builds a Lark grammar as it is imported: about four
+    seconds on a busy two-core machine, paid by every grading process that reads a notebook
+    (nbformat imports jsonschema). nbformat's and nbgrader's schemas use no ``iri`` formats and
+    nbformat validates without a format checker, so no validation changes. A process that has
+    imported jsonschema already is left as it is.
+    """
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 def worker_exited(proc: subprocess.Popen[bytes]) -> bool:
@@ -269,8 +314,21 @@ def _files_under(folder: Path, *, skip_suffixes: tuple[str, ...] = ()) -> dict[s
 # Worker side
 
 
-# How workers start (not ``-m``: the package already imports this module).
-_ENTRY = "import sys; from labkit.course.sandbox import _main; sys.exit(_main(sys.argv[1:]))"
+# How workers start (not ``-m``: the package already imports this module). ``labkit`` and
+# ``labkit.course`` are entered as bare packages, their ``__init__`` not run: those import the
+# whole library (PyTorch, two seconds and more) and the worker needs none of it, only this
+# module, ``jail``, ``limits``, ``cellplan`` and ``scoring`` with nbgrader.
+BARE_PACKAGES = [
+    "import importlib.machinery as m, importlib.util as u, os, sys",
+    "where = u.find_spec('labkit').submodule_search_locations[0]",
+    "for name, path in (('labkit', where), ('labkit.course', os.path.join(where, 'course'))):",
+    "    spec = m.ModuleSpec(name, None, is_package=True)",
+    "    spec.submodule_search_locations = [path]",
+    "    sys.modules[name] = u.module_from_spec(spec)",
+]
+_ENTRY = "\n".join(
+    [*BARE_PACKAGES, "from labkit.course.sandbox import _main", "sys.exit(_main(sys.argv[1:]))"]
+)
 
 
 def _read_nofollow(path: Path, limit: int) -> str:
@@ -326,10 +384,9 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     """Grade inside the (already isolated, unprivileged) worker. Returns the result dictionary."""
     from nbgrader.api import Gradebook
     from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput
+    from traitlets.config import Config
 
     from labkit.course.cellplan import plan_cells
-    from labkit.course.manifest import load_course
-    from labkit.course.nbgrader_setup import nbgrader_config
     from labkit.course.scoring import (
         CHECKER_KERNEL,
         EVENTS,
@@ -343,9 +400,9 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     course_root = base / "course"
     home = base / "home"
     submission = course_root / "submission.ipynb"
-    course = load_course(course_root / "course.yml")
-    lesson = course.lesson(job.lesson)
-    target = course_root / "submitted" / job.student / lesson.slug / str(lesson.notebook)
+    setup = job.setup or course_setup(course_root / "course.yml", job.lesson, job.profile)
+    slug, notebook, kernel_tests = setup["slug"], setup["notebook"], tuple(setup["kernel_tests"])
+    target = course_root / "submitted" / job.student / slug / notebook
     target.parent.mkdir(parents=True)
     shutil.move(str(submission), target)
 
@@ -364,13 +421,13 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
         "file_mb": limits.file_mb,
         "course_file": str(course_root / "course.yml"),
         "cache_files": _files_under(base / "cache", skip_suffixes=(".lock",)),
-        "work_files": _files_under(course_root / "lessons" / lesson.slug, skip_suffixes=(".ipynb",)),
+        "work_files": _files_under(course_root / "lessons" / slug, skip_suffixes=(".ipynb",)),
     }
     kernel_config = base / "kernel.json"
     kernel_config.write_text(json.dumps({**kernel_settings, "role": "learner"}))
     # The trusted checker kernel: the same limits and view, plus the learner kernel's connection
     # file and the lesson's answer key (neither is ever in the learner kernel's sandbox).
-    cell_seconds = int(limits.cell_seconds or course.profile(job.profile).cell_timeout)
+    cell_seconds = int(limits.cell_seconds or setup["cell_seconds"])
     checker = {**kernel_settings, "role": "trusted", "peer_timeout": cell_seconds + 10}
     if job.answer_key_dir:
         checker["answer_key"] = job.answer_key_dir
@@ -379,7 +436,7 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
         EVENTS.append(job.answer_key_problem)
     checker_config = base / "kernel-trusted.json"
     checker_config.write_text(json.dumps(checker))
-    release = course_root / "lessons" / lesson.slug / str(lesson.notebook)
+    release = course_root / "lessons" / slug / notebook
     runtime = base / "runtime"
     runtime.mkdir(mode=0o700)
     os.environ["JUPYTER_PATH"] = str(_write_kernelspec(base, kernel_config))
@@ -395,19 +452,25 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
 
     from nbgrader.apps import NbGraderAPI
 
-    cfg = nbgrader_config(course, root=course_root, db_path=course_root / "gradebook.db", profile=job.profile)
+    cfg = Config(setup["nbgrader"])
+    cfg.CourseDirectory.root = str(course_root)
+    cfg.CourseDirectory.db_url = f"sqlite:///{course_root / 'gradebook.db'}"
     if limits.cell_seconds is not None:
         cfg.Execute.timeout = limits.cell_seconds
     cfg.Execute.startup_timeout = limits.startup_seconds
+    # Both kernels are killed once the last cell has run (bubblewrap's PID namespace takes
+    # everything in it along): nothing is read from them after that, and a graceful shutdown
+    # waits for a busy kernel to exit on its own.
+    cfg.Execute.shutdown_kernel = "immediate"
     import nbformat
 
     # The plan reads the instructor's source (hidden tests included), never the submission.
-    source = course_root / "solutions" / lesson.slug / str(lesson.notebook)
+    source = course_root / "solutions" / slug / notebook
     plan = plan_cells(
-        nbformat.read(source if source.is_file() else release, as_version=4), in_kernel=lesson.kernel_tests
+        nbformat.read(source if source.is_file() else release, as_version=4), in_kernel=kernel_tests
     )
-    if lesson.kernel_tests:
-        isolated.append("kernel-scored-tests:" + "+".join(lesson.kernel_tests))
+    if kernel_tests:
+        isolated.append("kernel-scored-tests:" + "+".join(kernel_tests))
     isolated.append("trusted-checker")
     cfg.Autograde.autograde_preprocessors = [
         guarded_execute_class(limits.output_kb * 1024, plan=plan),
@@ -425,7 +488,7 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
     cfg.HTMLExporter.sanitize_html = True
     api = NbGraderAPI(config=cfg)
     timings = {"setup": time.perf_counter() - t0}
-    done = api.autograde(lesson.slug, job.student, force=True)
+    done = api.autograde(slug, job.student, force=True)
     timings["autograde"] = time.perf_counter() - t0 - timings["setup"]
     if not done.get("success"):
         log = str(done.get("error") or "") + "\n" + str(done.get("log") or "")
@@ -437,12 +500,10 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
             "log": log[-4000:],
         }
     feedback_html = ""
-    made = api.generate_feedback(lesson.slug, job.student, force=True)
+    made = api.generate_feedback(slug, job.student, force=True)
     timings["feedback"] = time.perf_counter() - t0 - timings["setup"] - timings["autograde"]
     if made.get("success"):
-        html = (
-            course_root / "feedback" / job.student / lesson.slug / (Path(str(lesson.notebook)).stem + ".html")
-        )
+        html = course_root / "feedback" / job.student / slug / (Path(notebook).stem + ".html")
         with contextlib.suppress(OSError):
             feedback_html = _read_nofollow(html, 32 * 1024 * 1024)
         if not feedback_html:
@@ -451,7 +512,7 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
         EVENTS.append("feedback could not be generated")
     cells: list[dict[str, Any]] = []
     with Gradebook(f"sqlite:///{course_root / 'gradebook.db'}") as gb:
-        nb = gb.find_submission_notebook(Path(str(lesson.notebook)).stem, lesson.slug, job.student)
+        nb = gb.find_submission_notebook(Path(notebook).stem, slug, job.student)
         for grade in nb.grades:
             cells.append(
                 {
@@ -461,11 +522,11 @@ def _grade(job: SandboxJob, isolated: list[str], base: Path) -> dict[str, Any]:
                     "autograded": grade.auto_score is not None,
                 }
             )
-    errors = _cell_errors(course_root / "autograded" / job.student / lesson.slug / str(lesson.notebook))
+    errors = _cell_errors(course_root / "autograded" / job.student / slug / notebook)
     return {
         "status": "graded",
         "student": job.student,
-        "lesson": lesson.slug,
+        "lesson": slug,
         "cells": cells,
         "errors": errors,
         "events": list(EVENTS),
@@ -540,6 +601,7 @@ def _cell_errors(path: Path) -> dict[str, str]:
 
 
 def _worker_main() -> int:
+    skip_iri_format_checker()
     raw = json.loads(sys.stdin.read())
     raw["limits"] = Limits(**raw["limits"])
     job = SandboxJob(**raw)
