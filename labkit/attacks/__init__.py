@@ -34,7 +34,10 @@ Physical and manual modifications (:mod:`labkit.attacks.physical`): :func:`patch
 adversarial sticker optimised with expectation over transformation (Brown et al.,
 arXiv:1712.09665; Athalye et al., arXiv:1707.07397), pasted by :func:`apply_patch`;
 :func:`occlusion` sensitivity (Zeiler and Fergus, arXiv:1311.2901); and :func:`spatial_attack`,
-worst-of-k rotations and translations (Engstrom et al., arXiv:1712.02779).
+worst-of-k rotations and translations (Engstrom et al., arXiv:1712.02779). Accessories
+(:mod:`labkit.attacks.accessory`): :func:`accessory_attack` optimises one texture confined to a
+mask, such as the :func:`eyeglass_mask` frame, to dodge or impersonate an identity (Sharif et al.,
+ACM CCS 2016); :func:`accessory_pgd` is its per-image form, to train against.
 
 Adaptive-attack primitives (:mod:`labkit.attacks.adaptive`), the models a gradient attack should
 aim at when the gradient looks masked (Athalye et al., arXiv:1802.00420): :func:`straight_through`
@@ -55,7 +58,8 @@ and :func:`adversarial_points` reads ``x_adv`` from either kind; :func:`takes_bu
 the two kinds of attack function apart.
 """
 
-from labkit.attacks import adaptive, blackbox, contract, physical, threat, transfer
+from labkit.attacks import accessory, adaptive, blackbox, contract, physical, threat, transfer
+from labkit.attacks.accessory import AccessoryResult, accessory_attack, accessory_pgd, eyeglass_mask
 from labkit.attacks.adaptive import apgd_dlr, dlr_head, expectation, margin_pgd, rescaled, straight_through
 from labkit.attacks.blackbox import (
     BlackBoxResult,
@@ -89,6 +93,7 @@ from labkit.attacks.whitebox import apgd, attack_success, cw, fgsm, pgd, robust_
 
 __all__ = [
     "EOT",
+    "AccessoryResult",
     "Attack",
     "AttackResult",
     "BlackBoxResult",
@@ -98,6 +103,9 @@ __all__ = [
     "ProbabilityOutputWarning",
     "QueryBudgetWarning",
     "TransferMatrix",
+    "accessory",
+    "accessory_attack",
+    "accessory_pgd",
     "adaptive",
     "adversarial_points",
     "apgd",
@@ -113,6 +121,7 @@ __all__ = [
     "di_fgsm",
     "dlr_head",
     "expectation",
+    "eyeglass_mask",
     "fgsm",
     "hopskipjump",
     "margin_pgd",

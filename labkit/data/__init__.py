@@ -6,6 +6,7 @@ name               what                                                         
 ``digits``         scikit-learn's bundled 8x8 handwritten digits (real data)    bundled
 ``signs``          procedurally generated 32x32 traffic signs                   generated
 ``transactions``   synthetic card transactions with rare fraud and drift        generated
+``faces``          procedurally generated 32x32 grey faces of a few identities  generated
 ``mnist``          MNIST through torchvision's on-disk format                   if present
 ``fashion_mnist``  Fashion-MNIST likewise                                       if present
 ``cifar10``        CIFAR-10 (python pickle batches)                             if present
@@ -56,6 +57,14 @@ def _transactions(
     return load_transactions(split, n if n is not None else 20000, seed=seed, **options)
 
 
+def _faces(
+    split: str, n: int | None, *, seed: int, root: Path | None, download: bool, **options: Any
+) -> LabData:
+    from labkit.data.faces import load_faces
+
+    return load_faces(split, n if n is not None else 1000, seed=seed, **options)
+
+
 def _torchvision(name: str) -> Callable[..., LabData]:
     def loader(split: str, n: int | None, *, root: Path | None, download: bool, **_: Any) -> LabData:
         from labkit.data.vision import load_vision
@@ -69,6 +78,7 @@ DATASETS: dict[str, Callable[..., LabData]] = {
     "digits": _digits,
     "signs": _signs,
     "transactions": _transactions,
+    "faces": _faces,
     "mnist": _torchvision("mnist"),
     "fashion_mnist": _torchvision("fashion_mnist"),
     "cifar10": _torchvision("cifar10"),
@@ -91,8 +101,8 @@ def load(
     Parameters
     ----------
     name:
-        One of :data:`DATASETS` (``digits``, ``signs``, ``transactions``, ``mnist``,
-        ``fashion_mnist``, ``cifar10``).
+        One of :data:`DATASETS` (``digits``, ``signs``, ``transactions``, ``faces``,
+        ``mnist``, ``fashion_mnist``, ``cifar10``).
     split:
         ``"train"`` or ``"test"``.
     profile:
@@ -100,13 +110,14 @@ def load(
     n:
         Number of examples; overrides the profile's size.
     seed:
-        Seed of the generated data sets (``signs``, ``transactions``); the same seed and size
+        Seed of the generated data sets (``signs``, ``transactions``, ``faces``); the same seed and size
         always give the same data.
     root, download:
         For the torchvision data sets: the folder holding the files, and whether fetching them
         from the internet is allowed (off by default: the course runs offline).
     **options:
-        Passed to the generator, e.g. ``drift=0.5`` for ``transactions``.
+        Passed to the generator, e.g. ``drift=0.5`` for ``transactions``, ``identities=20``
+        for ``faces``.
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
@@ -127,6 +138,7 @@ def available(root: str | os.PathLike[str] | None = None) -> dict[str, str]:
         "digits": "bundled with scikit-learn",
         "signs": "generated on the fly",
         "transactions": "generated on the fly",
+        "faces": "generated on the fly",
     }
     base = data_root(root)
     for name in ("mnist", "fashion_mnist", "cifar10"):

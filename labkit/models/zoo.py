@@ -84,6 +84,10 @@ def _data_version(dataset: str) -> str:
         from labkit.data.transactions import GENERATOR_VERSION as TX_VERSION
 
         return str(TX_VERSION)
+    if dataset == "faces":
+        from labkit.data.faces import GENERATOR_VERSION as FACES_VERSION
+
+        return str(FACES_VERSION)
     return "1"
 
 
@@ -100,6 +104,10 @@ RECIPES: dict[str, Recipe] = {
         arch={"hidden": [64, 64]},
         balanced=True,
         batch_size=256,
+    ),
+    # lesson 02 trains it in the notebook in a few seconds (lk.models.build + lk.models.train)
+    "faces-cnn": Recipe(
+        "faces-cnn", "faces", "SmallCNN (width 8) identifying 32x32 generated faces", arch={"width": 8}
     ),
     "mnist-cnn": Recipe("mnist-cnn", "mnist", "SmallCNN on MNIST (needs the files)", arch={"width": 32}),
     "fashion_mnist-cnn": Recipe(
