@@ -55,6 +55,21 @@ triaged = engage(api, scope).triage(lambda rate, cost: "critical")
 elsewhere = engage(PredictionAPI(model), scope)
 def seen_as_api(target):
     return isinstance(target, PredictionAPI)
+def retrain(m):
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+def to_train_mode(m):
+    m.train()
+def scribble(x):
+    x.mul_(0)
+from labkit.resilience import GuardedModel
+def scribbling_guard():
+    def primary(x):
+        out = model(x)
+        x.zero_()  # the grader's own inputs, if they were written back
+        return out
+    return GuardedModel(primary, input_shape=(1, 2, 2), value_range=None, score="msp", threshold=0.5)
 """
 
 
@@ -77,7 +92,18 @@ def checker() -> Iterator[dict[str, Any]]:
         exec(SETUP, ns)  # the checker's own objects of the trusted cells
         checker_side.user_ns = lambda: ns
         checker_side._PEER[:] = [remote.Peer(km.connection_file, 60)]
-        learner = ["honest", "boasting", "tampered", "triaged", "engage", "seen_as_api"]
+        learner = [
+            "honest",
+            "boasting",
+            "tampered",
+            "triaged",
+            "engage",
+            "seen_as_api",
+            "retrain",
+            "to_train_mode",
+            "scribble",
+            "scribbling_guard",
+        ]
         assert remote.bind(learner, ["api", "model", "data"]) == ""
         ns["elsewhere_note"] = remote.bind(["elsewhere"], ["api", "model", "data"])
         yield ns
@@ -160,3 +186,40 @@ def test_a_journal_that_is_not_one_is_refused(checker: dict[str, Any]) -> None:
     assert campaign.journal == [] and campaign.attempts == [], "nothing ran before the journal was refused"
     campaign.replay([("spend", {"n": torch.tensor(2).item()})])
     assert campaign.queries_used == 2 and campaign.journal == [("spend", {"n": 2})]
+
+
+# --------------------------------------------------------------------------------------------
+# What learner code changes in place comes back to the checker only where a test can use it
+
+
+def test_learner_code_cannot_rewrite_the_notebooks_own_model(checker: dict[str, Any]) -> None:
+    model = checker["model"]
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(remote.RemoteError, match="changed the grader's model in place"):
+        checker["retrain"](model)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    checker["to_train_mode"](model)  # modes still come back: tests check them
+    assert model.training
+    model.eval()
+
+
+def test_learner_code_cannot_overwrite_the_notebooks_data(checker: dict[str, Any]) -> None:
+    data = checker["data"]
+    keep = data.x.clone()
+    with pytest.raises(remote.RemoteError, match="changed the grader's data in place"):
+        checker["scribble"](data.x[2:6])  # a view of the trusted cells' tensor
+    assert torch.equal(data.x, keep)
+    mine = torch.ones(3)
+    checker["scribble"](mine)  # a tensor the test made: the change comes back, so a test sees it
+    assert torch.equal(mine, torch.zeros(3))
+
+
+def test_a_model_inside_a_rebuilt_guard_cannot_change_the_checkers_inputs(checker: dict[str, Any]) -> None:
+    from labkit.resilience import GuardedModel
+
+    guard = checker["scribbling_guard"]()
+    assert type(guard) is GuardedModel
+    x = torch.rand(5, 1, 2, 2)
+    keep = x.clone()
+    guard(x)
+    assert torch.equal(x, keep), "the learner's model wrote into the grader's inputs"

@@ -343,14 +343,31 @@ class Peer:
                         hooks=checked_list(tag.get("hooks", [])),
                         layer=layer if isinstance(layer, dict) else {},
                     )
+                proxy: RemoteProxy
                 if kind == "function":
-                    return RemoteFunction(self, handle, str(tag.get("name", "function"))[:100])
-                return RemoteObject(self, handle, str(tag.get("name", "object"))[:100])
+                    proxy = RemoteFunction(self, handle, str(tag.get("name", "function"))[:100])
+                else:
+                    proxy = RemoteObject(self, handle, str(tag.get("name", "object"))[:100])
+                if tag.get("$field") is True:  # called by the checker's labkit code, not by a test
+                    object.__setattr__(proxy, "_write_back", False)
+                return proxy
             raise CodecError(f"unexpected tag {sorted(tag)[:1]}")
 
         return decode(data, other)
 
-    def call(self, handle: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call(
+        self, handle: int, args: tuple[Any, ...], kwargs: dict[str, Any], *, write_back: bool = True
+    ) -> Any:
+        """Call the learner's function or class ``handle``; return its result for the checker.
+
+        With ``write_back``, the tensors, arrays, generators and module modes of the arguments
+        that the learner's call changed in place are changed here too (a test can then see that
+        an answer modified its input), except the trusted cells' objects and data (anything that
+        shares memory with a name the trusted cells made): learner code changing one of those is
+        an error, since the tests after it would measure against what learner code wrote. A call
+        that labkit code in the checker makes to a learner callable inside a rebuilt object (a
+        guard's model) writes nothing back (``write_back=False``).
+        """
         names = _trusted_names()
         originals = {f"a{i}": a for i, a in enumerate(args)} | {f"k{k}": v for k, v in kwargs.items()}
         req = {
@@ -365,8 +382,15 @@ class Peer:
             raise RemoteError("the learner's kernel sent a malformed reply")
         adopt_rng_state(sent, decode(answer.get("rng"), None))
         for key, value in dict(answer.get("changed") or {}).items():
-            if key in originals and key[:1] in ("a", "k"):
-                _write_back(originals[key], decode(value, None))
+            if write_back and key in originals and key[:1] in ("a", "k"):
+                new = decode(value, None)
+                trusted = _trusted_owner(originals[key])
+                if trusted is not None and _changes_data(originals[key], new):
+                    raise RemoteError(
+                        f"learner code changed the grader's {trusted} in place (the notebook's own "
+                        "object, which the tests measure against): work on a copy instead"
+                    )
+                _write_back(originals[key], new)
         return self.decode_result(answer.get("value"), originals)
 
     def get(self, name: str) -> Any:
@@ -399,6 +423,52 @@ def _write_back(target: Any, new: Any) -> None:
                 for key, value in state.items():
                     if key in own and isinstance(value, torch.Tensor) and own[key].shape == value.shape:
                         own[key].copy_(value.to(own[key].dtype))
+
+
+def _changes_data(target: Any, new: Any) -> bool:
+    """Whether writing ``new`` back into ``target`` would change more than a module's modes."""
+    import torch
+
+    if isinstance(target, torch.nn.Module):
+        return isinstance(new, dict) and bool(new.get("state"))
+    return not isinstance(target, torch.Generator)
+
+
+def _trusted_owner(obj: Any) -> str | None:
+    """The name of the trusted cells' object that ``obj`` is or shares memory with (a module,
+    a tensor, an array, or a tensor field of a data set), else ``None``."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    def memory(x: Any) -> int | None:
+        if isinstance(x, torch.Tensor):
+            return int(x.untyped_storage().data_ptr())
+        if isinstance(x, np.ndarray):
+            base = x
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            return int(base.__array_interface__["data"][0])
+        return None
+
+    wanted = memory(obj)
+    for name, value in _SHARED.items():
+        if value is obj:
+            return name
+        if wanted is None:
+            continue
+        parts = [value]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            parts += [getattr(value, f.name) for f in dataclasses.fields(value)]
+        elif isinstance(value, tuple):
+            parts += list(value)
+        if isinstance(value, torch.nn.Module):
+            parts += list(value.parameters()) + list(value.buffers())
+        for part in parts:
+            if memory(part) == wanted:
+                return name
+    return None
 
 
 def _importable(obj: Any) -> bool:

@@ -259,8 +259,11 @@ def decode(
         except (TypeError, ValueError) as err:  # the class's own constructor refused the fields
             raise CodecError(f"a {cls.__qualname__} its constructor refuses: {str(err)[:200]}") from None
     if "$state" in data:  # its fields count against the same depth and item caps as the rest
+        # What the fields hold is marked ``$field`` for ``other``: a learner callable there is
+        # called by the receiver's labkit code, not by a test (see checker_side.Peer.call).
+        inner = None if other is None else (lambda tag: other({**tag, "$field": True}))
         try:
-            return rebuild_state(data, lambda v: decode(v, other, depth + 1, budget))
+            return rebuild_state(data, lambda v: decode(v, inner, depth + 1, budget))
         except CodecError:
             # A labkit defence layer whose arguments the checker's class refuses (a detector of
             # the learner's own) may name its handle as well: it is then the learner's layer, as

@@ -27,7 +27,9 @@ class Connection(Protocol):
 
     def request(self, req: dict[str, Any], originals: dict[str, Any] | None = None) -> Any: ...
 
-    def call(self, handle: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+    def call(
+        self, handle: int, args: tuple[Any, ...], kwargs: dict[str, Any], *, write_back: bool = True
+    ) -> Any: ...
 
     def decode_result(self, data: Any, originals: dict[str, Any]) -> Any: ...
 
@@ -40,6 +42,9 @@ class RemoteProxy:
         object.__setattr__(self, "_handle", handle)
         object.__setattr__(self, "__name__", name)
         object.__setattr__(self, "__qualname__", name)
+        # False for a callable held by an object the checker rebuilt (a guard's model): labkit
+        # code calls it on the checker's own tensors, which learner code must not change.
+        object.__setattr__(self, "_write_back", True)
 
     def __repr__(self) -> str:
         kind = type(self).__name__.removeprefix("Remote").lower()
@@ -50,7 +55,10 @@ class RemoteProxy:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return object.__getattribute__(self, "_peer").call(
-            object.__getattribute__(self, "_handle"), args, kwargs
+            object.__getattribute__(self, "_handle"),
+            args,
+            kwargs,
+            write_back=object.__getattribute__(self, "_write_back"),
         )
 
 
