@@ -144,6 +144,17 @@ def test_feedback_cuts_tracebacks_at_the_hidden_boundary() -> None:
     assert "AssertionError: visible" in str(out.outputs)
 
 
+def test_a_hidden_test_marker_in_a_learner_cell_costs_no_feedback() -> None:
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    learner = nbformat.v4.new_code_cell('print("### BEGIN HIDDEN TESTS")  # mine\nx = 1')
+    learner.metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "mine", "locked": False}
+    nb = nbformat.v4.new_notebook(cells=[learner])
+    nb, _ = test_feedback_class()().preprocess(nb, {})
+    nb, _ = ClearHiddenTests().preprocess(nb, {})  # raised "No end hidden tests statement found"
+    assert nb.cells[0].source == 'print("### BEGIN HIDDEN\u00a0TESTS")  # mine\nx = 1'
+
+
 # --------------------------------------------------------------------------------------------
 # The sandbox's view, from inside
 
@@ -356,6 +367,9 @@ for _i in range(20000):
 SCRIPT = (
     "from IPython.display import HTML, display\n"
     'display(HTML(\'<script>alert("xss-output")</script><img src=x onerror="alert(1)">\'))\n'
+    # nbgrader's feedback step removes hidden tests between these markers in every cell, and
+    # fails on one left open: in a learner's own cell they must cost nothing, feedback included
+    "# ### BEGIN HIDDEN TESTS\n"
 )
 
 DEAF = (

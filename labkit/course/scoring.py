@@ -469,6 +469,9 @@ def strict_grades_class() -> type:
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+_DELIMITER = re.compile(r"(BEGIN HIDDEN|END HIDDEN) (TESTS)")
+
+
 def test_feedback_class() -> type:
     """A feedback preprocessor (before ClearHiddenTests) for autograded test cells.
 
@@ -489,6 +492,9 @@ def test_feedback_class() -> type:
         def preprocess_cell(self, cell: Any, resources: Any, index: int) -> tuple[Any, Any]:
             meta = cell.metadata.get("nbgrader", {})
             if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+                # The learner's own cell: a hidden-test marker written there would make the step
+                # after this one cut the cell or fail the whole feedback; shown with a no-break space.
+                cell.source = _DELIMITER.sub(lambda m: m.group(1) + "\u00a0" + m.group(2), cell.source)
                 return cell, resources
             lines = cell.source.splitlines()
             hidden = next((i + 1 for i, ln in enumerate(lines) if "BEGIN HIDDEN TESTS" in ln), None)
