@@ -157,8 +157,12 @@ def guarded_execute_class(
             return str(reply.get("content", {}).get("status")), (errors[0] if errors else "")
 
         async def _t_run_trusted(self, source: str) -> None:
+            # The lesson's own code, not the learner's: on a busy machine its setup (loading data,
+            # training a small model) can take longer than a learner's cell may, so it gets the
+            # kernel start-up allowance when that is longer; the job's wall limit still bounds it.
+            timeout = max(float(self.timeout or 600), float(self.startup_timeout))
             try:
-                status, error = await self._quiet(self._t_kc, self._t_km, source, self.timeout or 600)
+                status, error = await self._quiet(self._t_kc, self._t_km, source, timeout)
             except KernelStuck:
                 status, error = "stuck", "deaf to the interrupt"
             self._t_history.append(source)
