@@ -32,6 +32,7 @@ model = lk.LabModel(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), input_shape=(1
 data = lk.data.LabData(name="toy", split="test", x=torch.rand(16, 1, 2, 2), y=torch.randint(0, 2, (16,)),
                        classes=["a", "b"])
 api = PredictionAPI(model)
+generator = torch.Generator().manual_seed(0)
 """
 
 LEARNER = """
@@ -63,6 +64,8 @@ def to_train_mode(m):
     m.train()
 def scribble(x):
     x.mul_(0)
+def reseed(g):
+    g.manual_seed(12345)
 from labkit.resilience import GuardedModel
 def scribbling_guard():
     def primary(x):
@@ -103,9 +106,10 @@ def checker() -> Iterator[dict[str, Any]]:
             "to_train_mode",
             "scribble",
             "scribbling_guard",
+            "reseed",
         ]
-        assert remote.bind(learner, ["api", "model", "data"]) == ""
-        ns["elsewhere_note"] = remote.bind(["elsewhere"], ["api", "model", "data"])
+        assert remote.bind(learner, ["api", "model", "data", "generator"]) == ""
+        ns["elsewhere_note"] = remote.bind(["elsewhere"], ["api", "model", "data", "generator"])
         yield ns
     finally:
         checker_side.user_ns, checker_side._PEER[:] = saved[0], saved[1]
@@ -223,3 +227,45 @@ def test_a_model_inside_a_rebuilt_guard_cannot_change_the_checkers_inputs(checke
     keep = x.clone()
     guard(x)
     assert torch.equal(x, keep), "the learner's model wrote into the grader's inputs"
+
+
+def test_a_model_wrapped_or_held_by_a_test_is_still_the_notebooks(checker: dict[str, Any]) -> None:
+    model = checker["model"]
+    before = [p.detach().clone() for p in model.parameters()]
+    for wrapped in (torch.nn.Sequential(model), model.net, [model][0]):
+        with pytest.raises(remote.RemoteError, match="changed the grader's model in place"):
+            checker["retrain"](wrapped)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_learner_code_cannot_choose_the_notebooks_generators_next_state(checker: dict[str, Any]) -> None:
+    g = checker["generator"]  # the trusted cells' generator
+    start = g.get_state()
+    checker["reseed"](g)
+    chosen = torch.Generator().manual_seed(12345).get_state()
+    assert not torch.equal(g.get_state(), start), "the generator moves on, as it would in one process"
+    assert not torch.equal(g.get_state(), chosen), "but not to the state learner code chose"
+
+
+def test_a_journal_the_grader_will_not_replay(checker: dict[str, Any]) -> None:
+    from labkit.course import codec
+
+    base = {"target": None, "scope": None}
+    for journal, why in [
+        ([["spend", {"n": 1}]] * 201, "at most 200"),
+        ([["run_probe", {"probe": "transfer", "settings": {"steps": 10**8}}]], "more than 10 times"),
+    ]:
+        campaign = Campaign(PredictionAPI_(checker), Scope(techniques=["transfer"], query_budget=10))
+        with pytest.raises(ValueError, match=why):
+            Campaign._grading_rebuild(
+                **(base | {"target": campaign.target, "scope": campaign.scope}), journal=journal
+            )
+    with pytest.raises(ValueError, match="non-negative"):
+        Campaign(PredictionAPI_(checker), Scope(techniques=["api_recon"], query_budget=10)).spend(-(10**6))
+    assert codec.CodecError
+
+
+def PredictionAPI_(checker: dict[str, Any]) -> Any:
+    from labkit.serving import PredictionAPI
+
+    return PredictionAPI(checker["model"])

@@ -51,7 +51,7 @@ from labkit.course.proxies import (
     RemoteProxy,
     learner_handle,
 )
-from labkit.course.rng import adopt_rng_state, rng_state, set_rng_state
+from labkit.course.rng import adopt_rng_state, derived_seed, rng_state, set_rng_state
 
 MAX_NESTING = 8  # learner calls open at once (the checker's callables calling learner code in turn)
 # Methods of a test's objects that learner code may not call: they erase what the test counts of
@@ -319,11 +319,17 @@ class Peer:
                 return self.exported(tag["$exported"])
             if "$shared" in tag:  # a field of a learner object: the trusted object of that name
                 name = str(tag["$shared"])
-                if name not in _trusted_names().values():
+                value = _SHARED.get(name)
+                if (
+                    tag.get("$field") is not True
+                    or name not in _trusted_names().values()
+                    or getattr(type(value), "_grading_fields", None) is None
+                ):
                     raise RemoteError(
-                        f"the learner's kernel named {name[:40]!r}, which is not a trusted object"
+                        f"the learner's kernel named {name[:40]!r} where only a trusted labkit object "
+                        "held by a rebuilt object may be named"
                     )
-                return _SHARED[name]
+                return value
             if "$remote" in tag:
                 handle = int(tag["$remote"])
                 kind = tag.get("kind")
@@ -390,7 +396,7 @@ class Peer:
                         f"learner code changed the grader's {trusted} in place (the notebook's own "
                         "object, which the tests measure against): work on a copy instead"
                     )
-                _write_back(originals[key], new)
+                _write_back(originals[key], new, derive=trusted is not None)
         return self.decode_result(answer.get("value"), originals)
 
     def get(self, name: str) -> Any:
@@ -398,7 +404,7 @@ class Peer:
         return self.decode_result(self.request({"op": "get", "name": name, "shared": shared}), {})
 
 
-def _write_back(target: Any, new: Any) -> None:
+def _write_back(target: Any, new: Any, *, derive: bool = False) -> None:
     """Apply to the checker's argument what the learner's call did to its copy."""
     import numpy as np
     import torch
@@ -407,7 +413,13 @@ def _write_back(target: Any, new: Any) -> None:
         with torch.no_grad():
             target.copy_(new.to(target.dtype))
     elif isinstance(target, torch.Generator) and isinstance(new, torch.Generator):
-        target.set_state(new.get_state())
+        before, after = target.get_state(), new.get_state()
+        if not derive:  # a test's own generator goes on exactly as in one process
+            target.set_state(after)
+        elif not torch.equal(before, after):
+            # the trusted cells' generator: moved on to a state learner code cannot choose (it
+            # could otherwise pick the random data the lesson draws from it next)
+            target.manual_seed(derived_seed(bytes(before.numpy()), bytes(after.numpy())))
     elif isinstance(target, np.ndarray) and isinstance(new, np.ndarray) and target.shape == new.shape:
         np.copyto(target, new, casting="unsafe")
     elif isinstance(target, torch.nn.Module) and isinstance(new, dict):
@@ -434,40 +446,45 @@ def _changes_data(target: Any, new: Any) -> bool:
     return not isinstance(target, torch.Generator)
 
 
-def _trusted_owner(obj: Any) -> str | None:
-    """The name of the trusted cells' object that ``obj`` is or shares memory with (a module,
-    a tensor, an array, or a tensor field of a data set), else ``None``."""
+def _storages(obj: Any, depth: int = 0) -> set[int]:
+    """The memory (storage addresses) of every tensor and array ``obj`` holds: itself, a module's
+    parameters and buffers, and what dataclasses, tuples, lists and dicts hold, a few levels deep."""
     import dataclasses
 
     import numpy as np
     import torch
 
-    def memory(x: Any) -> int | None:
-        if isinstance(x, torch.Tensor):
-            return int(x.untyped_storage().data_ptr())
-        if isinstance(x, np.ndarray):
-            base = x
-            while isinstance(base.base, np.ndarray):
-                base = base.base
-            return int(base.__array_interface__["data"][0])
-        return None
+    if isinstance(obj, torch.Tensor):
+        return {int(obj.untyped_storage().data_ptr())}
+    if isinstance(obj, np.ndarray):
+        base = obj
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        return {int(base.__array_interface__["data"][0])}
+    if isinstance(obj, torch.nn.Module):
+        return {int(t.untyped_storage().data_ptr()) for t in [*obj.parameters(), *obj.buffers()]}
+    if depth > 4:
+        return set()
+    parts: list[Any] = []
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        parts = [getattr(obj, f.name, None) for f in dataclasses.fields(obj)]
+    elif isinstance(obj, tuple | list):
+        parts = list(obj)[:1000]
+    elif isinstance(obj, dict):
+        parts = list(obj.values())[:1000]
+    found: set[int] = set()
+    for part in parts:
+        found |= _storages(part, depth + 1)
+    return found
 
-    wanted = memory(obj)
+
+def _trusted_owner(obj: Any) -> str | None:
+    """The name of the trusted cells' object that ``obj`` is, or shares memory with: a model
+    wrapped, cut or put in a container by a test, a view of a data set's tensor; else ``None``."""
+    mine = _storages(obj, depth=5)  # the argument itself: a tensor, an array or a module
     for name, value in _SHARED.items():
-        if value is obj:
+        if value is obj or (mine and mine & _storages(value)):
             return name
-        if wanted is None:
-            continue
-        parts = [value]
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            parts += [getattr(value, f.name) for f in dataclasses.fields(value)]
-        elif isinstance(value, tuple):
-            parts += list(value)
-        if isinstance(value, torch.nn.Module):
-            parts += list(value.parameters()) + list(value.buffers())
-        for part in parts:
-            if memory(part) == wanted:
-                return name
     return None
 
 

@@ -65,6 +65,16 @@ def _rng_bytes(state: dict[str, Any], name: str) -> bytes | None:
     return None
 
 
+def derived_seed(before: bytes, after: bytes) -> int:
+    """A seed for a generator that learner code moved from ``before`` to ``after`` (its state
+    bytes): it depends on both, but only the checker (which holds the key) can compute it."""
+    import hashlib
+    import hmac
+
+    digest = hmac.new(_KEY, b"generator\0" + before + b"\0" + after, hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 def adopt_rng_state(sent: dict[str, Any], returned: Any) -> None:
     """Set the checker's generators after a learner call that started from ``sent``.
 

@@ -66,6 +66,38 @@ def _check_data(value: object, name: str) -> LabData | None:
     return value
 
 
+# What the grader replays of a learner's journal: a campaign a notebook runs takes a handful of
+# actions, with probe settings near their defaults; a journal far beyond that would only keep
+# the grader busy (each probe runs again).
+_MAX_JOURNAL = 200
+_MAX_SETTING_FACTOR = 10
+
+
+def _check_replayable(journal: Sequence[Any]) -> None:
+    """Refuse (``ValueError``) a journal too long, or with an integer probe setting more than ten
+    times its default, for the grader to replay."""
+    if len(journal) > _MAX_JOURNAL:
+        raise ValueError(f"a journal of {len(journal)} actions; the grader replays at most {_MAX_JOURNAL}")
+    for entry in journal:
+        if not (isinstance(entry, tuple | list) and len(entry) == 2 and entry[0] == "run_probe"):
+            continue
+        args = entry[1] if isinstance(entry[1], Mapping) else {}
+        given = args.get("settings")
+        settings: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+        defaults = _probes.DEFAULTS.get(str(args.get("probe")), {})
+        for key, value in settings.items():
+            default = defaults.get(key)
+            if (
+                isinstance(default, int)
+                and isinstance(value, numbers.Real)
+                and float(value) > _MAX_SETTING_FACTOR * default
+            ):
+                raise ValueError(
+                    f"probe {args.get('probe')!r} with {key}={value}, more than {_MAX_SETTING_FACTOR} times "
+                    f"its default of {default}: the grader does not replay it"
+                )
+
+
 class Campaign:
     """A red-team campaign against one target, inside one scope.
 
@@ -218,6 +250,8 @@ class Campaign:
 
     def spend(self, n: int) -> None:
         """Count ``n`` queries made outside :meth:`ask` (an attack that calls the API itself)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative number of queries, got {n!r}")
         with self._action("spend", n=int(n)):
             self.queries_used += int(n)
 
@@ -708,6 +742,7 @@ class Campaign:
                 "the campaign's target is not an API the grader knows: run the campaign against the "
                 "prediction API the notebook or the test gives you"
             )
+        _check_replayable(journal)
         return cls(target.twin(), **fields).replay(journal)
 
     def report(self, *, summary: str | None = None, title: str | None = None) -> Report:
