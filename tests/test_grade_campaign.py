@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import torch
+from learner_kernel import learner_kernel
 
-from labkit.course import checker_side, remote
+from labkit.course import remote
 from labkit.redteam import Campaign, Scope
 
 SETUP = """
@@ -80,21 +81,9 @@ def scribbling_guard():
 def checker() -> Iterator[dict[str, Any]]:
     """This process as the checker, a plain ipykernel as the learner's kernel; both ran SETUP
     (the lesson's trusted cells), the learner's kernel LEARNER too."""
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    saved = (checker_side.user_ns, list(checker_side._PEER), dict(checker_side._SHARED))
-    try:
-        kc.wait_for_ready(timeout=120)
-        reply = kc.execute_interactive(SETUP + LEARNER, timeout=120, output_hook=lambda m: None)
-        assert reply["content"]["status"] == "ok"
-        ns: dict[str, Any] = {}
-        exec(SETUP, ns)  # the checker's own objects of the trusted cells
-        checker_side.user_ns = lambda: ns
-        checker_side._PEER[:] = [remote.Peer(km.connection_file, 60)]
+    ns: dict[str, Any] = {}
+    exec(SETUP, ns)  # the checker's own objects of the trusted cells
+    with learner_kernel(SETUP + LEARNER, ns, timeout=60):
         learner = [
             "honest",
             "boasting",
@@ -111,12 +100,6 @@ def checker() -> Iterator[dict[str, Any]]:
         assert remote.bind(learner, ["api", "model", "data", "generator"]) == ""
         ns["elsewhere_note"] = remote.bind(["elsewhere"], ["api", "model", "data", "generator"])
         yield ns
-    finally:
-        checker_side.user_ns, checker_side._PEER[:] = saved[0], saved[1]
-        checker_side._SHARED.clear()
-        checker_side._SHARED.update(saved[2])
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def _techniques(campaign: Campaign) -> set[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from learner_kernel import learner_kernel
 
 from labkit import genai
 from labkit.course import checker_side, codec, remote
@@ -91,20 +92,8 @@ own = Withhold()
 def checker() -> Iterator[dict[str, Any]]:
     """This process as the checker, a plain ipykernel as the learner's kernel; both ran the
     trusted cell ``clock = ManualClock(start=1.0)``."""
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    saved = (checker_side.user_ns, list(checker_side._PEER), dict(checker_side._SHARED))
-    try:
-        kc.wait_for_ready(timeout=120)
-        reply = kc.execute_interactive(LEARNER, timeout=120, output_hook=lambda m: None)
-        assert reply["content"]["status"] == "ok"
-        ns: dict[str, Any] = {"clock": ManualClock(start=1.0)}
-        checker_side.user_ns = lambda: ns
-        checker_side._PEER[:] = [remote.Peer(km.connection_file, 30)]
+    ns: dict[str, Any] = {"clock": ManualClock(start=1.0)}
+    with learner_kernel(LEARNER, ns, timeout=30):
         learner = [
             "now",
             "is_shared_clock",
@@ -123,12 +112,6 @@ def checker() -> Iterator[dict[str, Any]]:
         ns["detector"] = genai.detector.InjectionDetector(torch.nn.Linear(1, 1), n_buckets=8, ngrams=(1,))
         assert remote.bind(learner, ["clock", "detector", "not_in_the_checker"]) == ""
         yield ns
-    finally:
-        checker_side.user_ns, checker_side._PEER[:] = saved[0], saved[1]
-        checker_side._SHARED.clear()
-        checker_side._SHARED.update(saved[2])
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def test_a_shared_object_goes_by_reference(checker: dict[str, Any]) -> None:
